@@ -1,0 +1,25 @@
+"""The `sail` command line: `sail check …` (convergence checkers) and the commands later issues add."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sail", description="SAIL-RevKL: training, convergence checkers, proofs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from sail.theory.commands import add_check_parser
+
+    add_check_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

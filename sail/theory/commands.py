@@ -1,0 +1,157 @@
+"""`sail check …`: the convergence checkers on an instance file or a built-in random instance."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from sail.theory import plots, report
+from sail.theory.gamma_scan import gamma_scan
+from sail.theory.instance import Instance, InstanceError, load_instance, random_instance
+from sail.theory.pl import pl_check, rate_start
+from sail.theory.problem import ExactProblem
+from sail.theory.sample_complexity import sample_complexity
+
+# Built-in instance: small enough for seconds, with γ above its empirical γ_c (see docs/checkers.md).
+DEFAULTS = {"contexts": 4, "responses": 6, "dim": 4, "beta": 1.0, "gamma": 1.0, "radius": 1.0, "kl": "ref_to_policy"}
+
+
+def add_instance_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("instance")
+    g.add_argument("--instance", type=Path, help="instance JSON file (default: a built-in random instance)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the random instance and of the searches")
+    g.add_argument("--contexts", type=int, default=DEFAULTS["contexts"], help="|X| of the random instance")
+    g.add_argument("--responses", type=int, default=DEFAULTS["responses"], help="|Y| of the random instance")
+    g.add_argument("--dim", type=int, default=DEFAULTS["dim"], help="feature dimension d of the random instance")
+    g.add_argument("--tabular", action="store_true", help="one-hot features (d = |X|·|Y|) for the random instance")
+    g.add_argument("--beta", type=float, help=f"override β (random default {DEFAULTS['beta']})")
+    g.add_argument("--gamma", type=float, help=f"override γ (random default {DEFAULTS['gamma']})")
+    g.add_argument("--radius", type=float, help=f"override the ball radius R (random default {DEFAULTS['radius']})")
+    g.add_argument("--kl", choices=["ref_to_policy", "policy_to_ref"], help="override the KL direction")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--plot", type=Path, metavar="DIR", help="write PNG figures into DIR")
+    p.add_argument("--samples", type=int, default=200, help="ball points at which Hessians are evaluated")
+
+
+def build_instance(args) -> Instance:
+    overrides = {k: getattr(args, k) for k in ("beta", "gamma", "radius", "kl") if getattr(args, k) is not None}
+    if args.instance is not None:
+        inst = load_instance(args.instance)
+        return inst.replace(**overrides) if overrides else inst
+    for name in ("contexts", "responses", "dim"):
+        if getattr(args, name) < (2 if name == "responses" else 1):
+            raise InstanceError(name, f"must be >= {2 if name == 'responses' else 1}, got {getattr(args, name)}")
+    params = {k: DEFAULTS[k] for k in ("beta", "gamma", "radius", "kl")}
+    params.update(overrides)
+    return random_instance(
+        args.seed, args.contexts, args.responses, args.dim, tabular=args.tabular, **params  # type: ignore[arg-type]
+    )
+
+
+def evaluate(problem: ExactProblem, theta) -> dict:
+    t = problem.terms(theta, order=2)
+    return {
+        "theta": np.asarray(theta).tolist(),
+        "objective": float(t.value),
+        "sail": float(t.sail),
+        "kl": float(t.kl),
+        "gradient": t.grad.tolist(),
+        "hessian": t.hess.tolist(),
+        "hessian_eigenvalues": np.linalg.eigvalsh(t.hess.numpy()).tolist(),
+    }
+
+
+def run_sample_complexity(problem: ExactProblem, args, pl: dict | None = None) -> dict:
+    pl = pl or pl_check(problem, seed=args.seed, n_samples=args.samples)
+    theta0 = rate_start(problem, np.asarray(pl["theta_star"]), np.random.default_rng(args.seed))
+    out = sample_complexity(
+        problem,
+        theta0,
+        pl["max_objective"],
+        pl["smoothness_hat"],
+        pl["pl_mu_hat"],
+        replicas=args.replicas,
+        seed=args.seed,
+        progress=not args.json,
+    )
+    out["pl_mu_hat"], out["smoothness_hat"] = pl["pl_mu_hat"], pl["smoothness_hat"]
+    return out
+
+
+def cmd_check(args) -> int:
+    try:
+        inst = build_instance(args)
+        theta = None
+        if getattr(args, "theta", None) is not None:
+            try:
+                theta = np.asarray(json.loads(args.theta), dtype=np.float64)
+            except (json.JSONDecodeError, TypeError, ValueError) as exc:
+                raise InstanceError("--theta", f"must be a JSON list of numbers ({exc})") from None
+            if theta.shape != inst.theta_ref.shape or not np.all(np.isfinite(theta)):
+                raise InstanceError("--theta", f"must be {inst.theta_ref.shape[0]} finite numbers")
+    except InstanceError as exc:
+        print(f"sail check: error: {exc}", file=sys.stderr)
+        return 2
+    problem = ExactProblem(inst)
+    out: dict
+    text: list[str] = []
+    if args.check == "eval":
+        out = evaluate(problem, inst.theta_ref if theta is None else theta)
+        text.append(report.eval_table(out))
+    elif args.check == "pl":
+        out = pl_check(problem, seed=args.seed, n_samples=args.samples)
+        text.append(report.pl_table(out))
+        if args.plot:
+            text.append(f"wrote {plots.plot_rate(out, args.plot / 'rate.png')}")
+    elif args.check == "gamma-scan":
+        out = gamma_scan(problem, seed=args.seed, n_samples=args.samples)
+        text.append(report.gamma_table(out))
+        if args.plot:
+            text.append(f"wrote {plots.plot_gamma_scan(out, args.plot / 'gamma_scan.png')}")
+    elif args.check == "sample-complexity":
+        out = run_sample_complexity(problem, args)
+        text.append(report.sample_table(out))
+        if args.plot:
+            text.append(f"wrote {plots.plot_sample_complexity(out, args.plot / 'sample_complexity.png')}")
+    else:  # all
+        pl = pl_check(problem, seed=args.seed, n_samples=args.samples)
+        scan = gamma_scan(problem, seed=args.seed, n_samples=args.samples)
+        sc = run_sample_complexity(problem, args, pl)
+        out = {"pl": pl, "gamma_scan": scan, "sample_complexity": sc}
+        text += ["PL check", report.pl_table(pl), "", "γ scan", report.gamma_table(scan), "", "Sample complexity"]
+        text.append(report.sample_table(sc))
+        if args.plot:
+            for path in (
+                plots.plot_rate(pl, args.plot / "rate.png"),
+                plots.plot_gamma_scan(scan, args.plot / "gamma_scan.png"),
+                plots.plot_sample_complexity(sc, args.plot / "sample_complexity.png"),
+            ):
+                text.append(f"wrote {path}")
+    if args.json:
+        print(report.dumps(out))
+    else:
+        print("\n".join(text))
+    return 0
+
+
+def add_check_parser(sub) -> None:
+    p = sub.add_parser("check", help="convergence checkers on exact log-linear instances")
+    checks = p.add_subparsers(dest="check", required=True, metavar="CHECK")
+    for name, help_text in [
+        ("eval", "J_γ, KL, gradient and Hessian at θ"),
+        ("pl", "PL constant, smoothness, curvature and linear rate vs the PL template"),
+        ("gamma-scan", "largest Hessian eigenvalue against γ; empirical and theoretical γ_c"),
+        ("sample-complexity", "samples to reach E[gap] ≤ ε, and the log-log slope"),
+        ("all", "pl, gamma-scan and sample-complexity together (the demo)"),
+    ]:
+        c = checks.add_parser(name, help=help_text, description=help_text)
+        add_instance_arguments(c)
+        if name == "eval":
+            c.add_argument("--theta", help="θ as a JSON list (default θ_ref)")
+        if name in ("sample-complexity", "all"):
+            c.add_argument("--replicas", type=int, default=8, help="independent runs averaged for E[gap]")
+        c.set_defaults(func=cmd_check)
