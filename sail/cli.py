@@ -9,9 +9,11 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sail", description="SAIL-RevKL: training, convergence checkers, proofs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from sail.bench.commands import add_bench_parser
     from sail.theory.commands import add_check_parser
 
     add_check_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""`sail bench …`: benchmarks. Each figure is a ratio against a baseline measured in the same run."""

@@ -1,0 +1,14 @@
+"""Registration of the `sail bench` subcommands; each benchmark module exposes ``register(subparsers)``."""
+
+from __future__ import annotations
+
+import importlib
+
+BENCHMARK_MODULES = ("sail.bench.exact",)
+
+
+def add_bench_parser(sub) -> None:
+    p = sub.add_parser("bench", help="benchmarks (ratios against baselines measured in the same run)")
+    benches = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    for name in BENCHMARK_MODULES:
+        importlib.import_module(name).register(benches)
