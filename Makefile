@@ -19,10 +19,10 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 demo: $(BIN)/.installed
-	$(BIN)/sail check pl --plot out/demo
+	$(BIN)/sail check all --plot out/demo
 
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 
 test-slow: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -m slow

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from sail.theory import plots, report
 from sail.theory.gamma_scan import gamma_scan
@@ -74,6 +75,8 @@ def run_sample_complexity(problem: ExactProblem, args, pl: dict | None = None) -
         pl["max_objective"],
         pl["smoothness_hat"],
         pl["pl_mu_hat"],
+        eps_fractions=args.eps_fractions,
+        batch_sizes=args.batch_sizes,
         replicas=args.replicas,
         seed=args.seed,
         progress=not args.json,
@@ -96,6 +99,9 @@ def cmd_check(args) -> int:
     except InstanceError as exc:
         print(f"sail check: error: {exc}", file=sys.stderr)
         return 2
+    n_ctx, n_resp, _ = inst.shape
+    if n_ctx * n_resp * n_resp < 100_000:
+        torch.set_num_threads(1)  # tiny tensors: intra-op threads only add overhead
     problem = ExactProblem(inst)
     out: dict
     text: list[str] = []
@@ -138,6 +144,20 @@ def cmd_check(args) -> int:
     return 0
 
 
+def _float_list(text: str) -> tuple[float, ...]:
+    values = tuple(float(v) for v in text.split(","))
+    if not all(0 < v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"fractions must lie in (0, 1), got {text}")
+    return values
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    values = tuple(int(v) for v in text.split(","))
+    if not all(v >= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"batch sizes must be >= 1, got {text}")
+    return values
+
+
 def add_check_parser(sub) -> None:
     p = sub.add_parser("check", help="convergence checkers on exact log-linear instances")
     checks = p.add_subparsers(dest="check", required=True, metavar="CHECK")
@@ -154,4 +174,10 @@ def add_check_parser(sub) -> None:
             c.add_argument("--theta", help="θ as a JSON list (default θ_ref)")
         if name in ("sample-complexity", "all"):
             c.add_argument("--replicas", type=int, default=8, help="independent runs averaged for E[gap]")
+            c.add_argument(
+                "--eps-fractions", type=_float_list, default=(0.1, 0.03, 0.01, 0.003), help="ε as fractions of the initial gap, comma-separated"
+            )
+            c.add_argument(
+                "--batch-sizes", type=_int_list, default=tuple(2**i for i in range(11)), help="batch-size grid, comma-separated"
+            )
         c.set_defaults(func=cmd_check)

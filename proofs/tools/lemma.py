@@ -1,0 +1,49 @@
+"""The lemma record that every module in :mod:`proofs` exports as ``LEMMA``.
+
+A lemma is checked in three independent ways:
+
+* ``prove()`` establishes the claim symbolically (identity of canonical forms, exact rational
+  arithmetic, certified interval signs) and returns a :class:`Verdict` that must hold;
+* ``negative_control()`` runs the *same* checker on a plausible wrong variant of the claim
+  (``control`` names it); its verdict must *not* hold, otherwise the checker proves nothing;
+* ``cross_check()`` lambdifies the symbolic result and compares it with the library's numeric
+  code at random points; it returns the largest discrepancy, which must stay below ``tolerance``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Outcome of one checker run: ``holds`` and a one-line reason (the counterexample if not)."""
+
+    holds: bool
+    detail: str
+
+    def __bool__(self) -> bool:  # pragma: no cover - convenience only
+        return self.holds
+
+
+def all_of(verdicts: Iterable[Verdict]) -> Verdict:
+    """Conjunction: holds iff every verdict holds; the detail names the first failure."""
+    verdicts = list(verdicts)
+    for v in verdicts:
+        if not v.holds:
+            return v
+    return Verdict(True, "; ".join(v.detail for v in verdicts))
+
+
+@dataclass(frozen=True)
+class Lemma:
+    name: str
+    statement: str
+    prove: Callable[[], Verdict]
+    negative_control: Callable[[], Verdict]
+    cross_check: Callable[[], float]
+    control: str
+    """The wrong variant that ``negative_control`` feeds to the checker."""
+    tolerance: float = 1e-9
+    """Largest acceptable cross-check error."""
