@@ -14,11 +14,10 @@ with the claim (∇_uℓ_ij = ℓ'_ij(e_i − e_j), s_i = e_i − π) for every 
 
 from __future__ import annotations
 
-import numpy as np
 
 from proofs.tools import objectives as obj
 from proofs.tools.lemma import Lemma, Verdict
-from proofs.tools.numeric import context_quantities, max_abs_diff, random_world
+from proofs.tools.numeric import context_quantities, random_world, scaled_diff
 from proofs.tools.softmax import SoftmaxAlgebra, lambdify_logits
 
 SWEEP = (2, 3, 4, 5)
@@ -70,7 +69,7 @@ def cross_check() -> float:
         for x in range(len(inst.context_probs))
     )
     lib = world.population(order=1).grad.numpy()
-    return max_abs_diff(lib, grad) / max(1.0, float(np.abs(lib).max()))
+    return scaled_diff(lib, grad)
 
 
 LEMMA = Lemma(

@@ -80,3 +80,9 @@ def max_abs_diff(a, b) -> float:
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     return float(np.max(np.abs(a - b))) if a.size else 0.0
+
+
+def scaled_diff(reference, value) -> float:
+    """max |reference − value| / max(1, max |reference|): absolute for O(1) numbers, relative beyond."""
+    reference = np.asarray(reference, dtype=np.float64)
+    return max_abs_diff(reference, value) / max(1.0, float(np.abs(reference).max()) if reference.size else 1.0)

@@ -44,7 +44,45 @@ def kron(a: int, b: int) -> int:
     return 1 if a == b else 0
 
 
-class SoftmaxAlgebra:
+class SoftmaxBlocks:
+    """Building blocks shared by the ring algebra and its plain-sympy view (needs attributes
+    K, p, q, lp, lq, zero)."""
+
+    def pairs(self) -> list[tuple[int, int]]:
+        return [(i, j) for i in range(self.K) for j in range(self.K)]
+
+    def implicit_reward(self, i: int, j: int):
+        """Δ_ij = log π(i)/π_ref(i) − log π(j)/π_ref(j)."""
+        return self.lp[i] - self.lp[j] - self.lq[i] + self.lq[j]
+
+    def score(self, i: int) -> list:
+        """s_i = ∇_u log π(i) = e_i − π."""
+        return [kron(i, a) - self.p[a] for a in range(self.K)]
+
+    def fisher(self) -> list[list]:
+        """F = Cov_π(e_y) = diag(π) − ππᵀ, the Fisher information in logit coordinates."""
+        K = self.K
+        return [[kron(a, b) * self.p[a] - self.p[a] * self.p[b] for b in range(K)] for a in range(K)]
+
+    def expectation_pairs(self, term) :
+        """Σ_ij π_i π_j term(i, j): the expectation over a pair (y₁, y₂) ~ π ⊗ π."""
+        return sum((self.p[i] * self.p[j] * term(i, j) for i, j in self.pairs()), self.zero)
+
+class SympyView(SoftmaxBlocks):
+    """The same symbols as plain, unexpanded sympy expressions: claims built on a view stay
+    factored, which keeps ``lambdify`` fast (see :func:`lambdify_logits`)."""
+
+    def __init__(self, S: "SoftmaxAlgebra"):
+        conv = lambda gens: [g.as_expr() for g in gens]  # noqa: E731
+        self.K = S.K
+        self.p, self.q, self.lp, self.lq, self.u, self.v = map(conv, (S.p, S.q, S.lp, S.lq, S.u, S.v))
+        self.A, self.A_ref = S.A.as_expr(), S.A_ref.as_expr()
+        self.ell = [{k: g.as_expr() for k, g in table.items()} for table in S.ell]
+        self.params = {k: g.as_expr() for k, g in S.params.items()}
+        self.zero = sp.Integer(0)
+
+
+class SoftmaxAlgebra(SoftmaxBlocks):
     def __init__(self, K: int, max_derivative: int = 3, params: tuple[str, ...] = ()):
         if K < 2:
             raise ValueError("a softmax needs K >= 2 responses")
@@ -61,32 +99,9 @@ class SoftmaxAlgebra:
         self.A, self.A_ref = take(2)
         self.ell = [{(i, j): g for (i, j), g in zip(self.pairs(), take(K * K))} for _ in range(max_derivative + 1)]
         self.params = dict(zip(params, take(len(params))))
+        self.zero = self.ring.zero
         self._gen_index = {g: n for n, g in enumerate(gens)}
         self._rules = [self._rules_for(k) for k in range(K)]
-
-    # --- building blocks ------------------------------------------------------------------
-    def pairs(self) -> list[tuple[int, int]]:
-        return [(i, j) for i in range(self.K) for j in range(self.K)]
-
-    def const(self, value) -> "sp.polys.rings.PolyElement":
-        return self.ring(value)
-
-    def implicit_reward(self, i: int, j: int):
-        """Δ_ij = log π(i)/π_ref(i) − log π(j)/π_ref(j)."""
-        return self.lp[i] - self.lp[j] - self.lq[i] + self.lq[j]
-
-    def score(self, i: int) -> list:
-        """s_i = ∇_u log π(i) = e_i − π."""
-        return [kron(i, a) - self.p[a] for a in range(self.K)]
-
-    def fisher(self) -> list[list]:
-        """F = Cov_π(e_y) = diag(π) − ππᵀ, the Fisher information in logit coordinates."""
-        K = self.K
-        return [[kron(a, b) * self.p[a] - self.p[a] * self.p[b] for b in range(K)] for a in range(K)]
-
-    def expectation_pairs(self, term) -> "sp.polys.rings.PolyElement":
-        """Σ_ij π_i π_j term(i, j): the expectation over a pair (y₁, y₂) ~ π ⊗ π."""
-        return sum((self.p[i] * self.p[j] * term(i, j) for i, j in self.pairs()), self.ring.zero)
 
     # --- differentiation ------------------------------------------------------------------
     def _rules_for(self, k: int) -> dict:
@@ -137,6 +152,9 @@ class SoftmaxAlgebra:
 
     def symbol(self, gen) -> sp.Symbol:
         return gen.as_expr()
+
+    def view(self) -> SympyView:
+        return SympyView(self)
 
     def point(self, seed: int = 0) -> dict:
         """A consistent exact point (sympy symbol → exact value): π = softmax(u) and

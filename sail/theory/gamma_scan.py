@@ -63,7 +63,11 @@ def gamma_scan(problem: ExactProblem, seed: int = 0, n_samples: int = 200, n_gam
         gamma_c = bisect_gamma(samples)
     theory = template_constants(problem, samples, rng)
     explicit = theory["explicit"]
-    top_gamma = 3.0 * gamma_c if math.isfinite(gamma_c) and gamma_c > 0 else max(3.0 * problem.gamma, 1.0)
+    top_gamma = max(1.25 * problem.gamma, 1.0)
+    if math.isfinite(gamma_c) and gamma_c > 0:
+        top_gamma = max(top_gamma, 3.0 * gamma_c)
+        if math.isfinite(theory["gamma_c"]):  # show where the template's bound crosses zero
+            top_gamma = max(top_gamma, 1.25 * min(theory["gamma_c"], 20.0 * gamma_c))
     gammas = np.linspace(0.0, top_gamma, n_gammas)
     curve = {
         "gamma": gammas.tolist(),
