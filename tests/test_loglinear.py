@@ -151,3 +151,39 @@ def test_constructor_rejects_bad_shapes():
         LogLinearPolicy(np.zeros((2, 3)), np.zeros(3))
     with pytest.raises(ValueError, match="theta_ref"):
         LogLinearPolicy(np.zeros((2, 3, 4)), np.zeros(3))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    shift=st.floats(-5, 5),
+    kl=st.sampled_from(["ref_to_policy", "policy_to_ref"]),
+    gamma=st.floats(0, 3),
+)
+def test_property_invariances(seed, shift, kl, gamma):
+    """J_γ depends on rewards and features only through within-context differences."""
+    inst = random_instance(seed, n_contexts=3, n_responses=4, dim=3, gamma=gamma, kl=kl)
+    theta = _random_theta(inst, 1.0, seed)
+    base = LogLinearPolicy(inst.features, inst.theta_ref).population(
+        inst.reward, inst.context_probs, inst.beta, gamma, kl, theta=theta, order=1
+    )
+    offsets = np.random.default_rng(seed).standard_normal((3, 1, 3)) * shift
+    moved = LogLinearPolicy(inst.features + offsets, inst.theta_ref).population(
+        inst.reward + shift * np.arange(3)[:, None], inst.context_probs, inst.beta, gamma, kl, theta=theta, order=1
+    )
+    assert float(moved.value) == pytest.approx(float(base.value), rel=1e-10, abs=1e-12)
+    torch.testing.assert_close(moved.grad, base.grad, rtol=1e-8, atol=1e-10)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), beta=st.floats(0.05, 5.0))
+def test_property_sail_limits_and_signs(seed, beta):
+    """At θ_ref: J = −log 2 exactly (Δ ≡ 0), KL = 0 in both directions, and J < 0 everywhere."""
+    inst = random_instance(seed, n_contexts=2, n_responses=5, dim=3, beta=beta)
+    policy, reward, rho = _setup(inst)
+    for kl in ("ref_to_policy", "policy_to_ref"):
+        at_ref = policy.population(reward, rho, beta, 1.0, kl, theta=policy.theta_ref, order=1)
+        assert float(at_ref.sail) == pytest.approx(-np.log(2.0), rel=1e-12)
+        assert abs(float(at_ref.kl)) < 1e-14 and torch.linalg.norm(at_ref.kl_grad) < 1e-13
+        away = policy.population(reward, rho, beta, 1.0, kl, theta=_random_theta(inst, 2.0, seed), order=0)
+        assert float(away.sail) < 0 and float(away.kl) > 0
