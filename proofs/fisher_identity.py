@@ -48,9 +48,11 @@ def check(swap_direction: bool = False) -> Verdict:
                 return v
         # policy_to_ref at θ_ref: substitute π = π_ref, log π = log π_ref; the Hessian becomes F(π_ref)
         H = obj.kl_hessian(S, "policy_to_ref")
-        at_ref = [[h.compose([(S.p[i], S.q[i]) for i in range(K)] + [(S.lp[i], S.lq[i]) for i in range(K)]) for h in row] for row in H]
-        F_ref = [[f.compose([(S.p[i], S.q[i]) for i in range(K)]) for f in row] for row in F]
-        v = S.check_matrix_zero([[at_ref[a][b] - F_ref[a][b] for b in range(K)] for a in range(K)], "∇²KL(π_θ‖π_ref) at θ_ref − F")
+        to_ref = [(S.p[i], S.q[i]) for i in range(K)]
+        at_ref = [[h.compose(to_ref + [(S.lp[i], S.lq[i]) for i in range(K)]) for h in row] for row in H]
+        F_ref = [[f.compose(to_ref) for f in row] for row in F]
+        diff = [[at_ref[a][b] - F_ref[a][b] for b in range(K)] for a in range(K)]
+        v = S.check_matrix_zero(diff, "∇²KL(π_θ‖π_ref) at θ_ref − F")
         if not v.holds:
             return v
     return Verdict(True, f"∇²KL(π_ref‖π_θ) = F; KL(π_θ‖π_ref) Hessian formula, = F at θ_ref; K in {SWEEP}")
@@ -74,8 +76,8 @@ def cross_check() -> float:
     c = context_quantities(world)
     err = 0.0
     for direction in ("ref_to_policy", "policy_to_ref"):
-        fg = lambdify_logits(S, obj.kl_gradient(S, direction))
-        fh = lambdify_logits(S, obj.kl_hessian(S, direction))
+        fg = lambdify_logits(S, lambda V: obj.kl_gradient(V, direction))
+        fh = lambdify_logits(S, lambda V: obj.kl_hessian(V, direction))
         grad = hess = 0.0
         for x, rho in enumerate(inst.context_probs):
             phi = inst.features[x]

@@ -80,8 +80,9 @@ def cross_check() -> float:
     lib = implicit_reward_diff(logp[:, :, None], logp[:, None, :], logq[:, :, None], logq[:, None, :]).numpy()
     feats = world.instance.features
     X, K, _ = feats.shape
+    theta, theta_ref = world.theta, world.instance.theta_ref
     sym = np.array(
-        [[[fn(world.theta, world.instance.theta_ref, feats[x, i], feats[x, j]) for j in range(K)] for i in range(K)] for x in range(X)]
+        [[[fn(theta, theta_ref, feats[x, i], feats[x, j]) for j in range(K)] for i in range(K)] for x in range(X)]
     )
     return max_abs_diff(lib, sym)
 

@@ -61,7 +61,7 @@ def cross_check() -> float:
     inst = world.instance
     K = inst.features.shape[1]
     S = SoftmaxAlgebra(K, params=("gamma",))
-    fn = lambdify_logits(S, claimed_hessian(S), params=("gamma",))
+    fn = lambdify_logits(S, claimed_hessian, params=("gamma",))
     c = context_quantities(world)
     hess = sum(
         inst.context_probs[x]

@@ -61,7 +61,7 @@ def cross_check() -> float:
     world = random_world(seed=21, n_contexts=3, n_responses=4, dim=3, kl="ref_to_policy", gamma=0.7)
     K = world.instance.features.shape[1]
     S = SoftmaxAlgebra(K, params=("gamma",))
-    fn = lambdify_logits(S, claimed_gradient(S), params=("gamma",))
+    fn = lambdify_logits(S, claimed_gradient, params=("gamma",))
     c = context_quantities(world)
     inst = world.instance
     grad = sum(

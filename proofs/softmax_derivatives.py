@@ -51,10 +51,10 @@ def check(drop_normaliser: bool = False) -> Verdict:
         d_pi, d_logpi = claimed_rules(pi, drop_normaliser)
         for i in range(K):
             for k in range(K):
-                verdicts.append(check_zero(sp.diff(pi[i], u[k]) - d_pi[i][k], f"∂π{i + 1}/∂u{k + 1}", to_t, (witness,)))
-                verdicts.append(
-                    check_zero(sp.diff(sp.log(pi[i]), u[k]) - d_logpi[i][k], f"∂logπ{i + 1}/∂u{k + 1}", to_t, (witness,))
-                )
+                label = f"{i + 1}/∂u{k + 1}"
+                verdicts.append(check_zero(sp.diff(pi[i], u[k]) - d_pi[i][k], f"∂π{label}", to_t, (witness,)))
+                d_log = sp.diff(sp.log(pi[i]), u[k]) - d_logpi[i][k]
+                verdicts.append(check_zero(d_log, f"∂logπ{label}", to_t, (witness,)))
                 if not verdicts[-1].holds or not verdicts[-2].holds:
                     return all_of(verdicts)
     return Verdict(True, f"π and log π Jacobians identical for K in {SWEEP}")

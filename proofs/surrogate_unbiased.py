@@ -30,7 +30,7 @@ SWEEP = (2, 3, 4, 5)
 
 def expected_surrogate_gradient(S: SoftmaxAlgebra, baseline) -> list:
     """Σ_ij π_iπ_j [∇ℓ_ij + (ℓ_ij − b_ij)·∇(log π_i + log π_j)], the coefficient held fixed (sg)."""
-    out = [S.ring.zero] * S.K
+    out = [S.zero] * S.K
     for i, j in S.pairs():
         coeff = S.p[i] * S.p[j]
         for a in range(S.K):
@@ -52,7 +52,7 @@ def check(baseline=constant_baseline) -> Verdict:
     for K in SWEEP:
         S = SoftmaxAlgebra(K, params=("b", *[f"c{i + 1}" for i in range(K)]))
         for a in range(K):
-            mean_score = sum((S.p[y] * S.score(y)[a] for y in range(K)), S.ring.zero)
+            mean_score = sum((S.p[y] * S.score(y)[a] for y in range(K)), S.zero)
             v = S.check_zero(mean_score, f"E[s]_{a + 1}")
             if not v.holds:
                 return v

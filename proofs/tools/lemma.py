@@ -27,13 +27,14 @@ class Verdict:
         return self.holds
 
 
-def all_of(verdicts: Iterable[Verdict]) -> Verdict:
-    """Conjunction: holds iff every verdict holds; the detail names the first failure."""
+def all_of(verdicts: Iterable[Verdict], summary: str | None = None) -> Verdict:
+    """Conjunction: holds iff every verdict holds; the detail names the first failure, or is
+    ``summary`` (default: the joined details) when all hold."""
     verdicts = list(verdicts)
     for v in verdicts:
         if not v.holds:
             return v
-    return Verdict(True, "; ".join(v.detail for v in verdicts))
+    return Verdict(True, summary if summary is not None else "; ".join(v.detail for v in verdicts))
 
 
 @dataclass(frozen=True)

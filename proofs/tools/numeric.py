@@ -39,7 +39,10 @@ class World:
         )
 
 
-def random_world(seed: int, n_contexts: int = 3, n_responses: int = 4, dim: int = 3, spread: float = 0.8, **kw) -> World:
+def random_world(
+    seed: int, n_contexts: int = 3, n_responses: int = 4, dim: int = 3, spread: float = 0.8, **kw
+) -> World:
+    """``random_instance`` (keyword overrides ``kw``) with θ = θ_ref + spread·N(0, I)."""
     inst = random_instance(seed, n_contexts, n_responses, dim, **kw)
     rng = np.random.default_rng(seed + 1000)
     theta = inst.theta_ref + spread * rng.standard_normal(inst.theta_ref.shape[0])

@@ -18,7 +18,7 @@ def sail(S: SoftmaxAlgebra):
 
 
 def kl(S: SoftmaxAlgebra, direction: str):
-    K, zero = S.K, S.ring.zero
+    K, zero = S.K, S.zero
     if direction == "ref_to_policy":
         return sum((S.q[i] * (S.lq[i] - S.lp[i]) for i in range(K)), zero)
     if direction == "policy_to_ref":
@@ -53,7 +53,7 @@ def kl_gradient(S: SoftmaxAlgebra, direction: str) -> list:
     if direction == "ref_to_policy":
         return [S.p[a] - S.q[a] for a in range(K)]
     g = [S.lp[y] - S.lq[y] for y in range(K)]
-    return [sum((S.p[y] * g[y] * S.score(y)[a] for y in range(K)), S.ring.zero) for a in range(K)]
+    return [sum((S.p[y] * g[y] * S.score(y)[a] for y in range(K)), S.zero) for a in range(K)]
 
 
 def kl_hessian(S: SoftmaxAlgebra, direction: str) -> list[list]:
@@ -62,7 +62,7 @@ def kl_hessian(S: SoftmaxAlgebra, direction: str) -> list[list]:
     if direction == "ref_to_policy":
         return F
     g = [S.lp[y] - S.lq[y] for y in range(K)]
-    gbar = sum((S.p[y] * g[y] for y in range(K)), S.ring.zero)
+    gbar = sum((S.p[y] * g[y] for y in range(K)), S.zero)
     out = [[F[a][b] - gbar * F[a][b] for b in range(K)] for a in range(K)]
     for y in range(K):
         s = S.score(y)

@@ -64,9 +64,10 @@ class SoftmaxBlocks:
         K = self.K
         return [[kron(a, b) * self.p[a] - self.p[a] * self.p[b] for b in range(K)] for a in range(K)]
 
-    def expectation_pairs(self, term) :
+    def expectation_pairs(self, term):
         """Σ_ij π_i π_j term(i, j): the expectation over a pair (y₁, y₂) ~ π ⊗ π."""
         return sum((self.p[i] * self.p[j] * term(i, j) for i, j in self.pairs()), self.zero)
+
 
 class SympyView(SoftmaxBlocks):
     """The same symbols as plain, unexpanded sympy expressions: claims built on a view stay
@@ -83,6 +84,9 @@ class SympyView(SoftmaxBlocks):
 
 
 class SoftmaxAlgebra(SoftmaxBlocks):
+    """The symbols of one context with K responses as generators of a polynomial ring over Q,
+    the total derivatives D_k and canonical forms (see the module docstring)."""
+
     def __init__(self, K: int, max_derivative: int = 3, params: tuple[str, ...] = ()):
         if K < 2:
             raise ValueError("a softmax needs K >= 2 responses")
@@ -113,7 +117,8 @@ class SoftmaxAlgebra(SoftmaxBlocks):
         rules[self.A] = self.p[k]
         for n in range(self.max_derivative):
             for (i, j), g in self.ell[n].items():
-                rules[g] = self.ell[n + 1][i, j] * (kron(i, k) - kron(j, k))
+                d_delta = rules[self.lp[i]] - rules[self.lp[j]]  # D_k Δ_ij (log π_ref is constant)
+                rules[g] = self.ell[n + 1][i, j] * d_delta
         return {g: v for g, v in rules.items() if v != 0}
 
     def d(self, f, k: int):
@@ -186,7 +191,8 @@ class SoftmaxAlgebra(SoftmaxBlocks):
         for seed in range(4):
             value = expr.xreplace(self.point(seed))
             if certified_sign(value) != 0:
-                return Verdict(False, f"{label}: counterexample at K={self.K} (point {seed}): value ≈ {float(value):.6g} ≠ 0")
+                detail = f"{label}: counterexample at K={self.K} (point {seed}): value ≈ {float(value):.6g} ≠ 0"
+                return Verdict(False, detail)
         return Verdict(False, f"{label}: canonical form non-zero at K={self.K} (no certified witness)")
 
     def check_matrix_zero(self, rows: list[list], label: str) -> Verdict:
@@ -198,9 +204,14 @@ class SoftmaxAlgebra(SoftmaxBlocks):
         return Verdict(True, f"{label}: all {len(rows)}×{len(rows[0])} entries identical (K={self.K})")
 
 
-def lambdify_logits(S: SoftmaxAlgebra, exprs, params: tuple[str, ...] = ()):
-    """Numpy function f(p, q, lp, lq, ell, *params) of ring elements, with p, q, lp, lq arrays
-    of length K and ell an array [3, K, K] of (ℓ, ℓ', ℓ'') at every pair."""
+def lambdify_logits(S: SoftmaxAlgebra, claim, params: tuple[str, ...] = ()):
+    """Numpy function f(p, q, lp, lq, ell, *params) of a claim, with p, q, lp, lq arrays of
+    length K and ell an array [3, K, K] of (ℓ, ℓ', ℓ'') at every pair.
+
+    ``claim`` is either a callable that builds the claim from a set of symbols — it is applied
+    to :meth:`SoftmaxAlgebra.view`, so the *same* construction that was proved is lambdified in
+    factored form — or ring elements (a scalar, a list or a list of lists), lambdified expanded.
+    """
     import numpy as np
 
     K = S.K
@@ -214,12 +225,14 @@ def lambdify_logits(S: SoftmaxAlgebra, exprs, params: tuple[str, ...] = ()):
         ell_args,
         *[sym(S.params[name]) for name in params],
     ]
+    exprs = claim(S.view()) if callable(claim) else claim
+    as_expr = lambda e: e if isinstance(e, sp.Basic) else S.to_expr(e)  # noqa: E731
     if isinstance(exprs, list) and exprs and isinstance(exprs[0], list):
-        body = sp.Matrix([[S.to_expr(e) for e in row] for row in exprs])
+        body = sp.Matrix([[as_expr(e) for e in row] for row in exprs])
     elif isinstance(exprs, list):
-        body = sp.Matrix([S.to_expr(e) for e in exprs])
+        body = sp.Matrix([as_expr(e) for e in exprs])
     else:
-        body = S.to_expr(exprs)
+        body = as_expr(exprs)
     fn = sp.lambdify(args, body, modules="numpy")
 
     def call(p, q, lp, lq, ell, *values):

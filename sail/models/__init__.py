@@ -1,0 +1,1 @@
+"""Model construction: tiny Qwen3 networks built locally, and LoRA adapters."""

@@ -1,0 +1,194 @@
+"""Causal-LM policies: an HF causal LM (Qwen3 by default) with a PEFT LoRA adapter.
+
+π_θ(y|x) = Π_t p_θ(y_t | x, y_<t) over the response tokens, θ = the LoRA parameters; the reference
+π_ref is the same network with the adapter disabled, which is exact while the base weights are
+frozen (and equals π_θ at initialisation, where LoRA's B = 0).
+
+The policy implements the protocol of :mod:`sail.policies.base`, so :mod:`sail.loop` trains it with
+the same objective code as a log-linear policy. Sequence log-probabilities are computed with a
+gather minus a log-sum-exp over the vocabulary, one response position at a time in float32, so no
+full-vocabulary log-softmax tensor is kept for the backward pass.
+
+Sampling distribution. The loop's estimator is unbiased for ∇J_γ only when responses are drawn from
+π_θ itself, i.e. temperature 1, ``top_p`` 1 and no top-k truncation; other settings sample from a
+different distribution (the authors' code uses temperature 0.9) and the estimate is then of a
+related but different objective.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from sail.objectives import check_kl_direction, kl_exact
+
+LORA_TARGETS_ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class SamplingConfig:
+    """Generation settings for on-policy pairs."""
+
+    max_new_tokens: int = 128
+    """Longest response; sequences stop earlier at EOS when ``stop_at_eos``."""
+    temperature: float = 1.0
+    """Softmax temperature; 1 samples from π_θ itself (see the module docstring)."""
+    top_p: float = 1.0
+    """Nucleus sampling mass; 1 disables truncation."""
+    stop_at_eos: bool = True
+    """End a response at its first EOS token (kept as the response's last token)."""
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class PromptBatch:
+    """Left-padded prompt token ids [B, P] and their attention mask."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+@dataclass
+class ResponseBatch:
+    """n responses per prompt: tokens [B, n, T] and a mask of real tokens (through the first EOS)."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+
+    @property
+    def n(self) -> int:
+        return self.tokens.shape[1]
+
+
+def response_mask(tokens: torch.Tensor, eos_token_id: int | None) -> torch.Tensor:
+    """1 up to and including the first EOS of each row of ``tokens`` [N, T], 0 after it."""
+    if eos_token_id is None:
+        return torch.ones_like(tokens, dtype=torch.long)
+    is_eos = (tokens == eos_token_id).long()
+    eos_before = torch.cumsum(is_eos, dim=-1) - is_eos  # EOS tokens strictly before position t
+    return (eos_before == 0).long()
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) = logit[target] − logsumexp(logits), position by position, in float32.
+
+    ``logits`` [N, T, V], ``targets`` [N, T] → [N, T]. Looping over T keeps at most one [N, V]
+    float32 slice alive per position (the autograd graph stores the logsumexp, not a log-softmax).
+    """
+    out = []
+    for t in range(logits.shape[1]):
+        step = logits[:, t].float()
+        out.append(step.gather(-1, targets[:, t : t + 1]).squeeze(-1) - torch.logsumexp(step, dim=-1))
+    return torch.stack(out, dim=1)
+
+
+class CausalLMPolicy(torch.nn.Module):
+    """A LoRA-adapted causal LM as a :class:`~sail.policies.base.Policy`.
+
+    Args:
+        model: a ``peft.PeftModel`` wrapping the causal LM (base weights frozen).
+        eos_token_id: token that ends a response (None: responses always use ``max_new_tokens``).
+        pad_token_id: token used to pad prompts on the left and responses on the right.
+        sampling: :class:`SamplingConfig`.
+    """
+
+    def __init__(self, model, eos_token_id: int | None, pad_token_id: int, sampling: SamplingConfig | None = None):
+        super().__init__()
+        self.model = model
+        self.eos_token_id = eos_token_id
+        self.pad_token_id = pad_token_id
+        self.sampling = sampling or SamplingConfig()
+        self._center = [p.detach().clone() for p in self.trainable_parameters()]
+
+    # --- the Policy protocol -------------------------------------------------------------
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def ball_center(self) -> list[torch.Tensor]:
+        """The adapter's initial parameters (the theory ball is centred on π_ref's adapter)."""
+        return self._center
+
+    @torch.no_grad()
+    def sample(self, prompts: PromptBatch, n: int, generator: torch.Generator | None = None) -> ResponseBatch:
+        """n responses per prompt from ``generate``; with a generator, sampling is reproducible from it."""
+        s = self.sampling
+        devices = [prompts.input_ids.device] if prompts.input_ids.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            if generator is not None:
+                torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+            out = self.model.generate(
+                input_ids=prompts.input_ids,
+                attention_mask=prompts.attention_mask,
+                do_sample=True,
+                temperature=s.temperature,
+                top_p=s.top_p,
+                top_k=0,
+                max_new_tokens=s.max_new_tokens,
+                num_return_sequences=n,
+                pad_token_id=self.pad_token_id,
+                eos_token_id=self.eos_token_id if s.stop_at_eos else None,
+            )
+        tokens = out[:, prompts.input_ids.shape[1] :]
+        mask = response_mask(tokens, self.eos_token_id if s.stop_at_eos else None)
+        tokens = torch.where(mask.bool(), tokens, torch.full_like(tokens, self.pad_token_id))
+        batch = len(prompts)
+        return ResponseBatch(tokens.reshape(batch, n, -1), mask.reshape(batch, n, -1))
+
+    def _response_logits(self, prompts: PromptBatch, responses: ResponseBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits predicting each response token: ([B·n, T, V], tokens [B·n, T], mask [B·n, T])."""
+        n, T = responses.n, responses.tokens.shape[-1]
+        ids = prompts.input_ids.repeat_interleave(n, dim=0)
+        attn = prompts.attention_mask.repeat_interleave(n, dim=0)
+        tokens = responses.tokens.reshape(-1, T)
+        mask = responses.mask.reshape(-1, T)
+        full_ids = torch.cat([ids, tokens], dim=1)
+        full_attn = torch.cat([attn, mask.to(attn.dtype)], dim=1)
+        position_ids = (full_attn.long().cumsum(-1) - 1).clamp(min=0)
+        logits = self.model(
+            input_ids=full_ids, attention_mask=full_attn, position_ids=position_ids, logits_to_keep=T + 1
+        ).logits[:, :-1]
+        return logits, tokens, mask
+
+    def logprob(self, prompts: PromptBatch, responses: ResponseBatch) -> torch.Tensor:
+        """log π_θ(y|x) = Σ_t mask_t log p_θ(y_t | x, y_<t), shape [B, n] (float32, differentiable)."""
+        logits, tokens, mask = self._response_logits(prompts, responses)
+        per_token = token_logprobs(logits, tokens) * mask
+        return per_token.sum(-1).reshape(len(prompts), responses.n)
+
+    @torch.no_grad()
+    def ref_logprob(self, prompts: PromptBatch, responses: ResponseBatch) -> torch.Tensor:
+        """log π_ref(y|x): the same network with the adapter disabled."""
+        with self.model.disable_adapter():
+            return self.logprob(prompts, responses)
+
+    def kl_exact(self, prompts: PromptBatch, responses: ResponseBatch, direction: str) -> torch.Tensor:
+        """Σ_t KL over the vocabulary at each sampled prefix (x, y_<t), averaged over the n responses: [B].
+
+        For ``policy_to_ref`` its expectation over y ~ π_θ is the sequence KL(π_θ‖π_ref) (chain
+        rule); for ``ref_to_policy`` the prefixes would have to come from π_ref for that, so on
+        policy samples it is a per-position surrogate. Its pathwise gradient ignores that the
+        prefixes depend on θ (see docs for the measured bias).
+        """
+        check_kl_direction(direction)
+        logits, _, mask = self._response_logits(prompts, responses)
+        with torch.no_grad(), self.model.disable_adapter():
+            ref_logits, _, _ = self._response_logits(prompts, responses)
+        per_position = []
+        for t in range(logits.shape[1]):
+            lp = F.log_softmax(logits[:, t].float(), dim=-1)
+            ref_lp = F.log_softmax(ref_logits[:, t].float(), dim=-1)
+            per_position.append(kl_exact(lp, ref_lp, direction))
+        total = (torch.stack(per_position, dim=1) * mask).sum(-1)
+        return total.reshape(len(prompts), responses.n).mean(-1)
