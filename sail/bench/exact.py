@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import time
 
-import torch
-
-from sail.policies.loglinear import DTYPE, LogLinearPolicy
-from sail.theory.instance import random_instance
-from sail.theory.report import dumps, table
+# torch and the library are imported inside the functions, so that registering the subcommand
+# (every `sail` invocation) stays cheap.
 
 
 def _timed(fn, repeats: int = 3) -> float:
@@ -32,6 +29,8 @@ def _timed(fn, repeats: int = 3) -> float:
 
 def naive_pair_seconds(policy, reward, rho, beta, gamma, direction, theta, n_pairs, seed=0) -> float:
     """Seconds per pair for value + gradient + Hessian of ρ_x π₁π₂ℓ by autograd, one pair at a time."""
+    import torch
+
     gen = torch.Generator().manual_seed(seed)
     X, Y, _ = policy.features.shape
     xs = torch.randint(X, (n_pairs,), generator=gen)
@@ -51,6 +50,11 @@ def naive_pair_seconds(policy, reward, rho, beta, gamma, direction, theta, n_pai
 
 
 def run(contexts=10, responses=1000, dim=32, naive_pairs=300, seed=0) -> dict:
+    import torch
+
+    from sail.policies.loglinear import DTYPE, LogLinearPolicy
+    from sail.theory.instance import random_instance
+
     inst = random_instance(seed, contexts, responses, dim, beta=1.0, gamma=1.0, radius=1.0)
     policy = LogLinearPolicy(inst.features, inst.theta_ref)
     reward = torch.as_tensor(inst.reward, dtype=DTYPE)
@@ -85,6 +89,8 @@ def run(contexts=10, responses=1000, dim=32, naive_pairs=300, seed=0) -> dict:
 
 
 def _cmd(args) -> int:
+    from sail.theory.report import dumps, table
+
     out = run(args.contexts, args.responses, args.dim, args.naive_pairs, args.seed)
     if args.json:
         print(dumps(out))

@@ -8,14 +8,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from sail.theory import plots, report
-from sail.theory.gamma_scan import gamma_scan
-from sail.theory.instance import Instance, InstanceError, load_instance, random_instance
-from sail.theory.pl import pl_check, rate_start
-from sail.theory.problem import ExactProblem
-from sail.theory.sample_complexity import sample_complexity
+# The heavy modules (torch, matplotlib, the checkers) are imported when a check runs, so that
+# `sail --help` and argument errors answer at once.
 
 # Built-in instance: small enough for seconds. γ = 6 lies above both the empirical γ_c (≈ 0.56)
 # and the template's γ_c = M/λ_F (≈ 4.8) of the seed-0 instance, so the template guarantee applies.
@@ -39,7 +34,9 @@ def add_instance_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=200, help="ball points at which Hessians are evaluated")
 
 
-def build_instance(args) -> Instance:
+def build_instance(args):
+    from sail.theory.instance import InstanceError, load_instance, random_instance
+
     overrides = {k: getattr(args, k) for k in ("beta", "gamma", "radius", "kl") if getattr(args, k) is not None}
     if args.instance is not None:
         inst = load_instance(args.instance)
@@ -54,7 +51,7 @@ def build_instance(args) -> Instance:
     )
 
 
-def evaluate(problem: ExactProblem, theta) -> dict:
+def evaluate(problem, theta) -> dict:
     t = problem.terms(theta, order=2)
     return {
         "theta": np.asarray(theta).tolist(),
@@ -67,7 +64,10 @@ def evaluate(problem: ExactProblem, theta) -> dict:
     }
 
 
-def run_sample_complexity(problem: ExactProblem, args, pl: dict | None = None) -> dict:
+def run_sample_complexity(problem, args, pl: dict | None = None) -> dict:
+    from sail.theory.pl import pl_check, rate_start
+    from sail.theory.sample_complexity import sample_complexity
+
     pl = pl or pl_check(problem, seed=args.seed, n_samples=args.samples)
     theta0 = rate_start(problem, np.asarray(pl["theta_star"]), np.random.default_rng(args.seed))
     out = sample_complexity(
@@ -87,6 +87,14 @@ def run_sample_complexity(problem: ExactProblem, args, pl: dict | None = None) -
 
 
 def cmd_check(args) -> int:
+    import torch
+
+    from sail.theory import plots, report
+    from sail.theory.gamma_scan import gamma_scan
+    from sail.theory.instance import InstanceError
+    from sail.theory.pl import pl_check
+    from sail.theory.problem import ExactProblem
+
     try:
         inst = build_instance(args)
         theta = None
