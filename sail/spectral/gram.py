@@ -1,0 +1,159 @@
+"""r × r Gram cores of LoRA factors: exact spectra and trace moments without forming ΔW.
+
+For ΔW = s·B·A (B: d_out × r, A: r × d_in) let G_A = A Aᵀ and G_B = Bᵀ B (both r × r, PSD).
+Then ΔW ΔWᵀ = s² B G_A Bᵀ, whose nonzero eigenvalues are those of P = G_A G_B, so
+
+    Σσ² = s²·tr(G_A G_B),    Σσ⁴ = s⁴·tr((G_A G_B)²),
+
+and the exact σ² are the eigenvalues of the symmetric r × r matrix M = C G_A Cᵀ for any C with
+CᵀC = G_B (here C = Λ_B^{1/2} V_Bᵀ from G_B = V_B Λ_B V_Bᵀ). Costs: 2r²(d_in + d_out) flops
+for the Grams, O(r³) for the core; never d_out × d_in.
+
+Batching: factors are grouped by r and every core computation runs once per group. The Gram
+products run per factor on CPU (no copies into stacks) and as one ``bmm`` per shape on other
+devices (``batching``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sail.spectral.factors import LoraFactor, group_indices
+
+BATCHING = ("auto", "loop", "stack")
+
+
+def _resolve(batching: str, device: torch.device) -> str:
+    if batching not in BATCHING:
+        raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
+    if batching == "auto":
+        return "loop" if device.type == "cpu" else "stack"
+    return batching
+
+
+def _cast(x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    if dtype is not None:
+        return x.to(dtype)
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+class _Grams(torch.autograd.Function):
+    """Stacked Gram matrices of a list of factors, as one autograd node.
+
+    ``left``: G_i = X_i X_iᵀ, backward dX_i = (g_i + g_iᵀ) X_i; otherwise G_i = X_iᵀ X_i,
+    backward dX_i = X_i (g_i + g_iᵀ). One product per factor each way, where autograd's
+    ``X @ X.mT`` would take two products and a sum in the backward pass.
+    """
+
+    @staticmethod
+    def forward(ctx, left: bool, *xs):
+        ctx.left = left
+        ctx.save_for_backward(*xs)
+        return torch.stack([x @ x.mT if left else x.mT @ x for x in xs])
+
+    @staticmethod
+    def backward(ctx, g):
+        xs = ctx.saved_tensors
+        sym = g + g.mT
+        grads = []
+        for x, gi, need in zip(xs, sym.unbind(0), ctx.needs_input_grad[1:]):
+            grads.append((gi @ x if ctx.left else x @ gi) if need else None)
+        return (None, *grads)
+
+
+def factor_grams(
+    factors: list[LoraFactor], dtype: torch.dtype | None = None, batching: str = "auto"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(G_A, G_B), each [n, r, r], for factors that share r (differentiable).
+
+    ``dtype`` None computes in the factors' dtype (half precisions upcast to float32).
+    """
+    if not factors:
+        raise ValueError("no factors")
+    if len({f.rank for f in factors}) != 1:
+        raise ValueError("factor_grams needs factors of one rank r; group them with group_indices first")
+    mode = _resolve(batching, factors[0].A.device)
+    if mode == "loop":
+        As = [_cast(f.A, dtype) for f in factors]
+        Bs = [_cast(f.B, dtype) for f in factors]
+        return _Grams.apply(True, *As), _Grams.apply(False, *Bs)
+
+    def stacked(tensors, left: bool) -> torch.Tensor:
+        parts, order = [], []
+        for idx in group_indices(tuple(t.shape) for t in tensors).values():
+            X = torch.stack([_cast(tensors[i], dtype) for i in idx])
+            parts.append(torch.bmm(X, X.mT) if left else torch.bmm(X.mT, X))
+            order.extend(idx)
+        out = torch.cat(parts)
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(len(order))
+        return out[inverse.to(out.device)]
+
+    return stacked([f.A for f in factors], True), stacked([f.B for f in factors], False)
+
+
+def trace_moments(G_A: torch.Tensor, G_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tr P, tr P²) with P = G_A G_B, i.e. (Σσ², Σσ⁴) of B·A (without s); batched, differentiable.
+
+    tr(G_A G_B) = Σ_ij (G_A)_ij (G_B)_ij for symmetric G's, and tr(P²) = Σ_ij P_ij P_ji.
+    """
+    t2 = (G_A * G_B).sum((-2, -1))
+    P = G_A @ G_B
+    t4 = (P * P.mT).sum((-2, -1))
+    return t2, t4
+
+
+def _psd_root(G: torch.Tensor) -> torch.Tensor:
+    """C = Λ^{1/2} Vᵀ with CᵀC = G, for a batch of symmetric PSD G."""
+    evals, evecs = torch.linalg.eigh(G)
+    return evals.clamp(min=0).sqrt()[..., :, None] * evecs.mT
+
+
+class _GramEigenvalues(torch.autograd.Function):
+    """λ = eig(G_A G_B) ascending, via symmetric cores, with a backward that only uses gλ.
+
+    Forward: G_B = CᵀC, M = C G_A Cᵀ = W Λ Wᵀ; and G_A = C'ᵀC', M' = C' G_B C'ᵀ = W' Λ W'ᵀ.
+    Backward, for a symmetric function F = Σ f(λ_i) (gλ_i = f'(λ_i)):
+
+        ∂F/∂G_A = Cᵀ W diag(gλ) Wᵀ C,    ∂F/∂G_B = C'ᵀ W' diag(gλ) W'ᵀ C'
+
+    (= G_B f'(G_A G_B) and G_A f'(G_B G_A) for polynomial f). No 1/(λ_i − λ_j) appears, so
+    repeated and zero singular values give finite gradients. For a non-symmetric use of λ (one
+    chosen λ_i inside a repeated cluster) the result is a valid but arbitrary subgradient.
+    """
+
+    @staticmethod
+    def forward(ctx, G_A, G_B):
+        C = _psd_root(G_B)
+        C2 = _psd_root(G_A)
+        lam, W = torch.linalg.eigh(C @ G_A @ C.mT)
+        lam2, W2 = torch.linalg.eigh(C2 @ G_B @ C2.mT)
+        ctx.save_for_backward(C, W, C2, W2)
+        return lam
+
+    @staticmethod
+    def backward(ctx, g):
+        C, W, C2, W2 = ctx.saved_tensors
+        grad_A = grad_B = None
+        if ctx.needs_input_grad[0]:
+            CW = C.mT @ W
+            grad_A = (CW * g[..., None, :]) @ CW.mT
+        if ctx.needs_input_grad[1]:
+            CW2 = C2.mT @ W2
+            grad_B = (CW2 * g[..., None, :]) @ CW2.mT
+        return grad_A, grad_B
+
+
+def gram_eigenvalues(G_A: torch.Tensor, G_B: torch.Tensor) -> torch.Tensor:
+    """The r eigenvalues of G_A G_B (= σ² of B·A, padded with zeros), ascending, clamped ≥ 0.
+
+    Batched over leading dimensions; differentiable (see :class:`_GramEigenvalues`).
+    """
+    return _GramEigenvalues.apply(G_A, G_B).clamp(min=0)
+
+
+def spectra_from_grams(G_A: torch.Tensor, G_B: torch.Tensor, scaling: torch.Tensor, k: int) -> torch.Tensor:
+    """σ₁ ≥ … ≥ σ_k of s·B·A from the Gram cores (no gradient): s·√eig, top k, descending."""
+    with torch.no_grad():
+        lam = gram_eigenvalues(G_A, G_B).flip(-1)[..., :k]
+        return scaling[..., None].to(lam.dtype) * lam.sqrt()

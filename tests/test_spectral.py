@@ -1,0 +1,351 @@
+"""sail.spectral: exact spectra from Gram cores, flatness metrics, the penalty, logging, plots."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sail.spectral import (
+    PENALTY_KINDS,
+    LoraFactor,
+    SpectralConfig,
+    SpectralLogger,
+    flatness,
+    gram_eigenvalues,
+    lora_factors,
+    lora_spectra,
+    module_penalties,
+    penalty,
+    read_jsonl,
+    trace_moments,
+)
+from sail.spectral.gram import factor_grams
+from sail.spectral.plots import plot_flatness, plot_spectra
+
+PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def random_factor(r, d_in, d_out, seed, deficient=0, dtype=torch.float32, scaling=0.5, name="m"):
+    """A, B with σ(B A) = O(1); ``deficient`` > 0 zeroes that many columns of B (rank r − deficient)."""
+    gen = torch.Generator().manual_seed(seed)
+    A = torch.randn(r, d_in, generator=gen, dtype=dtype) / math.sqrt(d_in)
+    B = torch.randn(d_out, r, generator=gen, dtype=dtype) / math.sqrt(r)
+    if deficient:
+        B[:, :deficient] = 0
+    return LoraFactor(name, A, B, scaling, name)
+
+
+# --- exact spectra --------------------------------------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(
+    r=st.integers(1, 12),
+    d_in=st.integers(1, 24),
+    d_out=st.integers(1, 24),
+    deficient=st.integers(0, 3),
+    low_rank_A=st.booleans(),
+    scaling=st.sampled_from([1.0, 0.25, 2.0, 16 / math.sqrt(8)]),
+    seed=st.integers(0, 2**16),
+)
+def test_spectra_equal_svdvals(r, d_in, d_out, deficient, low_rank_A, scaling, seed):
+    """σ(s·B@A) to 1e-5 in fp32, including r > min(d_in, d_out) and rank-deficient factors."""
+    f = random_factor(r, d_in, d_out, seed, min(deficient, r - 1), scaling=scaling)
+    if low_rank_A and r > 1:  # A = U V with inner dimension 1: rank-1 A
+        gen = torch.Generator().manual_seed(seed + 1)
+        A = torch.randn(r, 1, generator=gen) @ torch.randn(1, d_in, generator=gen) / math.sqrt(d_in)
+        f = LoraFactor("m", A, f.B, scaling, "m")
+    ours = lora_spectra([f])["m"]
+    ref = torch.linalg.svdvals(f.scaling * (f.B @ f.A))
+    k = min(r, d_in, d_out)
+    assert ours.shape == (k,) and ours.dtype == torch.float32
+    assert torch.all(ours[:-1] >= ours[1:])
+    assert (ours - ref[:k]).abs().max().item() <= 1e-5
+    assert ref[k:].abs().max().item() <= 1e-5 if ref.numel() > k else True
+
+
+def test_spectra_float32_cores_and_stacked_batching_agree():
+    factors = [random_factor(8, 40, 30, s, name=f"m{s}") for s in range(5)] + [random_factor(4, 10, 50, 9, name="x")]
+    exact = lora_spectra(factors)
+    for kw in (dict(batching="stack"), dict(dtype=torch.float32)):
+        other = lora_spectra(factors, **kw)
+        assert list(other) == list(exact)
+        for name in exact:
+            assert torch.allclose(other[name], exact[name], atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def peft_model():
+    transformers = pytest.importorskip("transformers")
+    peft = pytest.importorskip("peft")
+    cfg = transformers.Qwen3Config(
+        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    lora = peft.LoraConfig(r=8, lora_alpha=16, target_modules=PROJECTIONS, use_rslora=True)
+    model = peft.get_peft_model(transformers.Qwen3ForCausalLM(cfg), lora)
+    with torch.no_grad():
+        for f in lora_factors(model):
+            f.B.normal_(0, 0.1)
+    return model
+
+
+def test_peft_factors_spectra_and_rslora_scaling(peft_model):
+    factors = lora_factors(peft_model)
+    assert len(factors) == 2 * 7
+    assert {f.kind for f in factors} == set(PROJECTIONS)
+    assert all(f.scaling == pytest.approx(16 / math.sqrt(8)) for f in factors)  # rsLoRA: α/√r
+    spectra = lora_spectra(peft_model)
+    modules = dict(peft_model.named_modules())
+    for f in factors:
+        delta = modules[f.name].get_delta_weight("default")  # PEFT's own s·B·A
+        ref = torch.linalg.svdvals(delta)[: f.max_rank]
+        assert torch.allclose(spectra[f.name], ref, atol=1e-5)
+
+
+# --- flatness metrics ------------------------------------------------------------------------------
+def test_flatness_of_known_spectra():
+    flat = flatness(torch.full((6,), 2.0))
+    assert flat["participation_ratio"].item() == pytest.approx(6)
+    assert flat["normalised_entropy"].item() == pytest.approx(1)
+    assert flat["stable_rank"].item() == pytest.approx(6)
+    assert flat["condition_number"].item() == pytest.approx(1)
+    spike = flatness(torch.tensor([3.0, 0, 0, 0]))
+    assert spike["participation_ratio"].item() == pytest.approx(1)
+    assert spike["normalised_entropy"].item() == pytest.approx(0)
+    assert spike["stable_rank"].item() == pytest.approx(1)
+    assert spike["condition_number"].item() == math.inf
+    zero = flatness(torch.zeros(2, 4))
+    assert torch.all(zero["participation_ratio"] == 0) and torch.all(zero["normalised_entropy"] == 0)
+    two = flatness(torch.tensor([2.0, 1.0]))
+    assert two["participation_ratio"].item() == pytest.approx(25 / 17)
+    assert two["stable_rank"].item() == pytest.approx(5 / 4)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(0, 10), min_size=1, max_size=16))
+def test_flatness_bounds(values):
+    sigma = torch.tensor(values, dtype=torch.float64)
+    m = flatness(sigma)
+    k = len(values)
+    if sigma.max() > 0:
+        assert 1 - 1e-9 <= m["participation_ratio"].item() <= k + 1e-9
+        assert 1 - 1e-9 <= m["stable_rank"].item() <= k + 1e-9
+        assert -1e-12 <= m["normalised_entropy"].item() <= 1 + 1e-12
+        assert m["condition_number"].item() >= 1
+
+
+def test_trace_moments_match_spectra():
+    f = random_factor(6, 20, 15, 0, dtype=torch.float64)
+    G_A, G_B = factor_grams([f])
+    t2, t4 = trace_moments(G_A, G_B)
+    sigma = torch.linalg.svdvals(f.B @ f.A)
+    assert t2.item() == pytest.approx((sigma**2).sum().item(), rel=1e-12)
+    assert t4.item() == pytest.approx((sigma**4).sum().item(), rel=1e-12)
+
+
+# --- the penalty ----------------------------------------------------------------------------------
+def _leaf(f: LoraFactor, B=None) -> LoraFactor:
+    B = f.B if B is None else B
+    return LoraFactor(f.name, f.A.detach().clone().requires_grad_(), B.detach().clone().requires_grad_(), f.scaling, f.kind)
+
+
+def test_default_penalty_is_k_over_pr_minus_one():
+    factors = [random_factor(8, 30, 20, s, name=f"m{s}") for s in range(3)] + [random_factor(8, 5, 20, 7, name="thin")]
+    expected = []
+    for f in factors:
+        pr = flatness(torch.linalg.svdvals(f.B.double() @ f.A.double()))["participation_ratio"].item()
+        expected.append(f.max_rank / pr - 1)
+    names, values = module_penalties(factors)
+    assert names == [f.name for f in factors]
+    assert values.tolist() == pytest.approx(expected, rel=1e-5)
+    assert penalty(factors).item() == pytest.approx(sum(expected) / 4, rel=1e-5)
+    assert penalty(factors, reduction="sum").item() == pytest.approx(sum(expected), rel=1e-5)
+    assert penalty(factors, kinds=["thin"]).item() == pytest.approx(expected[-1], rel=1e-5)
+
+
+def test_renyi2_is_one_minus_log_pr_over_log_k_and_entropy_is_shannon():
+    f = random_factor(6, 30, 20, 1, dtype=torch.float64)
+    sigma = torch.linalg.svdvals(f.B @ f.A)[:6]
+    m = flatness(sigma)
+    assert penalty([f], kind="renyi").item() == pytest.approx(1 - math.log(m["participation_ratio"].item()) / math.log(6), rel=1e-9)
+    assert penalty([f], kind="entropy").item() == pytest.approx(1 - m["normalised_entropy"].item(), rel=1e-9)
+
+
+def _flat_factor(r=4, d_in=12, d_out=10, dtype=torch.float64):
+    """B A with all r singular values equal (orthonormal rows / columns)."""
+    gen = torch.Generator().manual_seed(5)
+    A = torch.linalg.qr(torch.randn(d_in, r, generator=gen, dtype=dtype)).Q.T * 0.7
+    B = torch.linalg.qr(torch.randn(d_out, r, generator=gen, dtype=dtype)).Q * 1.3
+    return LoraFactor("flat", A, B, 2.0, "flat")
+
+
+@pytest.mark.parametrize("kind", PENALTY_KINDS)
+def test_penalty_zero_and_finite_at_init_and_flat(kind):
+    f = random_factor(6, 16, 12, 2)
+    init = _leaf(f, torch.zeros_like(f.B))  # LoRA initialisation: B = 0
+    value = penalty([init], kind=kind)
+    value.backward()
+    assert value.item() == 0.0
+    assert torch.equal(init.A.grad, torch.zeros_like(init.A)) and torch.equal(init.B.grad, torch.zeros_like(init.B))
+    flat = _leaf(_flat_factor())
+    value = penalty([flat], kind=kind)
+    value.backward()
+    assert abs(value.item()) < 1e-9
+    assert torch.isfinite(flat.A.grad).all() and torch.isfinite(flat.B.grad).all()
+    assert flat.B.grad.abs().max().item() < 1e-6  # a minimum: the gradient vanishes
+
+
+@pytest.mark.parametrize("kind", PENALTY_KINDS)
+@pytest.mark.parametrize("state", ["random", "zero_B", "flat", "repeated", "rank_deficient", "r_gt_d"])
+def test_penalty_gradcheck_float64(kind, state):
+    if state == "flat":
+        f = _flat_factor()
+    elif state == "repeated":  # singular values (2, 2, 1, 1)
+        base = _flat_factor()
+        f = LoraFactor("rep", base.A, base.B * torch.tensor([2.0, 2.0, 1.0, 1.0], dtype=torch.float64), 1.0, "rep")
+    elif state == "r_gt_d":
+        f = random_factor(6, 4, 9, 3, dtype=torch.float64)
+    else:
+        f = random_factor(5, 9, 7, 4, dtype=torch.float64, deficient=2 if state == "rank_deficient" else 0)
+    B = torch.zeros_like(f.B) if state == "zero_B" else f.B
+
+    def fn(A, B):
+        return penalty([LoraFactor("m", A, B, f.scaling, "m")], kind=kind)
+
+    A_ = f.A.detach().clone().requires_grad_()
+    B_ = B.detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(fn, (A_, B_), eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("state", ["repeated", "zero_B", "rank_deficient"])
+def test_gram_eigenvalues_gradcheck_with_repeated_and_zero_eigenvalues(state):
+    """A symmetric function of eig(G_A G_B) through the factors (so G's stay PSD)."""
+    base = _flat_factor()  # all four singular values equal
+    B = base.B
+    if state == "zero_B":
+        B = torch.zeros_like(B)
+    elif state == "rank_deficient":
+        B = B.clone()
+        B[:, :2] = 0
+
+    def fn(A, B):
+        lam = gram_eigenvalues(A @ A.T, B.T @ B)
+        return (lam**3).sum() + torch.log1p(lam).sum()
+
+    A_ = base.A.detach().clone().requires_grad_()
+    B_ = B.detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(fn, (A_, B_))
+
+
+def test_penalty_gradient_finite_on_peft_init():
+    transformers = pytest.importorskip("transformers")
+    peft = pytest.importorskip("peft")
+    cfg = transformers.Qwen3Config(
+        vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=32,
+    )
+    model = peft.get_peft_model(transformers.Qwen3ForCausalLM(cfg), peft.LoraConfig(r=4, target_modules=PROJECTIONS))
+    for kind in PENALTY_KINDS:
+        model.zero_grad()
+        value = penalty(model, kind=kind)
+        value.backward()
+        assert value.item() == 0.0
+        grads = [p.grad for n, p in model.named_parameters() if "lora_" in n]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_penalty_without_lora_is_zero():
+    assert penalty(torch.nn.Linear(3, 3)).item() == 0.0
+
+
+def test_penalty_descent_raises_participation_ratio():
+    f = _leaf(random_factor(8, 32, 24, 6))
+    before = flatness(lora_spectra([f])["m"])["participation_ratio"].item()
+    opt = torch.optim.SGD([f.A, f.B], lr=0.01)
+    for _ in range(50):
+        opt.zero_grad()
+        penalty([f]).backward()
+        opt.step()
+    after = flatness(lora_spectra([f])["m"])["participation_ratio"].item()
+    assert after > before + 1.0
+
+
+# --- logging and plots ------------------------------------------------------------------------------
+def test_spectral_logger_rows_and_plots(peft_model, tmp_path):
+    log = SpectralLogger(peft_model, tmp_path / "spectra.jsonl", every=2, label="adamw")
+    stats: dict = {}
+    for step in range(5):
+        log(step, stats)
+    rows = read_jsonl(tmp_path / "spectra.jsonl")
+    assert {r["step"] for r in rows} == {0, 2, 4}
+    assert {r["kind"] for r in rows} == set(PROJECTIONS) | {"all"}
+    all_rows = [r for r in rows if r["kind"] == "all"]
+    assert all(r["n_modules"] == 14 for r in all_rows)
+    expected = sum(flatness(s)["participation_ratio"].item() for s in lora_spectra(peft_model).values()) / 14
+    assert all_rows[-1]["participation_ratio"] == pytest.approx(expected)
+    assert stats["spectral/participation_ratio/all"] == pytest.approx(expected)
+    other = [dict(r, label="muon", participation_ratio=r["participation_ratio"] + 1) for r in rows]
+    for plot, name in ((plot_flatness, "flatness.png"), (plot_spectra, "spectra.png")):
+        path = plot(rows + other, tmp_path / name)
+        assert path.stat().st_size > 1000
+
+
+def test_spectral_config():
+    cfg = SpectralConfig()
+    assert cfg.penalty_term(torch.nn.Linear(2, 2)) is None
+    with pytest.raises(ValueError):
+        SpectralConfig(penalty_kind="svd")
+    f = random_factor(4, 10, 8, 0)
+    assert SpectralConfig(penalty_weight=0.5).penalty_term([f]).item() == pytest.approx(0.5 * penalty([f]).item())
+
+
+# --- the spectral-behaviour experiment (experiments/spectral) ---------------------------------------
+def _experiment():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if "spectral_experiment" in sys.modules:
+        return sys.modules["spectral_experiment"]
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "spectral" / "spectral_experiment.py"
+    spec = importlib.util.spec_from_file_location("spectral_experiment", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["spectral_experiment"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_spectral_experiment_smoke(tmp_path):
+    pytest.importorskip("peft")
+    exp = _experiment()
+    runs = [r for r in exp.default_runs() if r.label in ("adamw", "muon", "adamw+penalty")]
+    cfg = exp.ExperimentConfig(steps=8, pretrain_steps=4, log_every=4, smooth=2, batch_size=8, seq_len=16, runs=runs)
+    summary = exp.run(cfg, tmp_path)
+    assert set(summary["runs"]) == {"adamw", "muon", "adamw+penalty"}
+    for r in summary["runs"].values():
+        assert math.isfinite(r["final_loss"]) and 1 <= r["final_pr"] <= cfg.rank
+    assert {"optimizers", "adamw_penalty"} <= set(summary["matched"])
+    for name in ("summary.json", "spectra.jsonl", "flatness.png", "spectra.png", "loss.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert "matched loss" in exp.format_summary(summary)
+
+
+@pytest.mark.slow
+def test_spectral_experiment_muon_flatter_and_penalty_raises_pr(tmp_path):
+    """The "Must show" of the inner-update issue, on the default set-up (about a minute)."""
+    pytest.importorskip("peft")
+    exp = _experiment()
+    summary = exp.run(exp.ExperimentConfig(), tmp_path)
+    print(exp.format_summary(summary))
+    matched, runs = summary["matched"], summary["runs"]
+    assert matched["optimizers"]["muon"]["pr"] > matched["optimizers"]["adamw"]["pr"]
+    for base in ("adamw", "lion"):
+        group = matched[f"{base}_penalty"]
+        assert group[f"{base}+penalty"]["pr"] > group[base]["pr"]
+        assert runs[f"{base}+penalty"]["final_pr"] > runs[base]["final_pr"]
+        assert runs[f"{base}+penalty"]["final_loss"] < runs[base]["final_loss"] + 0.05  # small loss cost
