@@ -27,7 +27,7 @@ from sail.objectives import (
     sail_surrogate,
 )
 
-BASELINES = ("none", "leave_one_out")
+BASELINES = ("none", "leave_one_out", "ema")
 
 
 @dataclass
@@ -47,7 +47,9 @@ class SailConfig:
     score_term: bool = True
     """Keep the score-function term E[ℓ(s₁+s₂)]; False gives online DPO's gradient."""
     baseline: str = "leave_one_out"
-    """Baseline b in sg(h − b): ``none`` or the leave-one-out batch mean (both unbiased)."""
+    """Baseline b in sg(h − b): ``none``, the leave-one-out batch mean, or ``ema``, a moving average
+    of h over *earlier* steps supplied by the caller (all independent of the pair, so unbiased;
+    ``ema`` also makes the gradient independent of how a step is split into micro-batches)."""
 
     def __post_init__(self):
         if not self.beta > 0:
@@ -61,19 +63,49 @@ class SailConfig:
             raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
 
 
-def sail_loss(policy, prompts, responses, p_win: torch.Tensor, cfg: SailConfig) -> tuple[torch.Tensor, dict]:
-    """The loss for one batch of pairs ``responses`` [B, 2] with labels ``p_win`` [B]."""
+def sail_loss(
+    policy,
+    prompts,
+    responses,
+    p_win: torch.Tensor | None,
+    cfg: SailConfig,
+    generator: torch.Generator | None = None,
+    on_policy: bool = True,
+    baseline_value: float = 0.0,
+) -> tuple[torch.Tensor, dict]:
+    """The loss for one batch of pairs ``responses`` [B, 2] with labels ``p_win`` [B].
+
+    ``p_win=None`` self-labels: each label is drawn from Bernoulli(σ(βΔ_θ)) with ``generator``
+    and the label's score term is added (see :func:`sail_surrogate`). ``on_policy=False`` marks
+    pairs that were not sampled from π_θ (dataset pairs): no score-function term for them.
+    """
     logp = policy.logprob(prompts, responses)
     with torch.no_grad():
         ref_logp = policy.ref_logprob(prompts, responses)
-    p_win = p_win.to(logp.dtype)
     delta = implicit_reward_diff(logp[:, 0], logp[:, 1], ref_logp[:, 0], ref_logp[:, 1])
+    self_label = p_win is None
+    if self_label:
+        p_win = torch.bernoulli(torch.sigmoid(cfg.beta * delta.detach()).cpu().double(), generator=generator)
+    p_win = p_win.to(device=logp.device, dtype=logp.dtype)
     h = pair_term(delta, p_win, cfg.beta)
-    baseline = leave_one_out_baseline(h) if cfg.baseline == "leave_one_out" else None
+    if cfg.baseline == "leave_one_out":
+        baseline = leave_one_out_baseline(h)
+    elif cfg.baseline == "ema":
+        baseline = baseline_value
+    else:
+        baseline = None
     surrogate = sail_surrogate(
-        logp[:, 0], logp[:, 1], ref_logp[:, 0], ref_logp[:, 1], p_win, cfg.beta, baseline, cfg.score_term
+        logp[:, 0],
+        logp[:, 1],
+        ref_logp[:, 0],
+        ref_logp[:, 1],
+        p_win,
+        cfg.beta,
+        baseline,
+        score_term=cfg.score_term and on_policy,
+        self_label=self_label,
     )
-    if cfg.kl_estimator == "exact":
+    if cfg.kl_estimator == "exact" or not on_policy:  # sample estimators need on-policy responses
         kl_term = policy.kl_exact(prompts, responses, cfg.kl_direction)
         kl_value = kl_term.detach()
     else:

@@ -29,7 +29,7 @@ KL_ESTIMATORS = ("exact", "k1", "k2", "k3")
 
 def check_kl_direction(direction: str) -> str:
     if direction not in KL_DIRECTIONS:
-        raise ValueError(f"kl direction must be one of {KL_DIRECTIONS}, got {direction!r}")
+        raise ValueError(f"kl_direction must be one of {KL_DIRECTIONS}, got {direction!r}")
     return direction
 
 
@@ -92,6 +92,7 @@ def sail_surrogate(
     beta: float,
     baseline: torch.Tensor | float | None = None,
     score_term: bool = True,
+    self_label: bool = False,
 ) -> torch.Tensor:
     """Per-pair surrogate whose gradient is an unbiased estimate of ∇J (to be *maximised*).
 
@@ -99,15 +100,21 @@ def sail_surrogate(
 
     For (y₁, y₂) ~ π_θ, E[∇ surrogate] = E[∇ℓ] + E[ℓ (s₁ + s₂)] = ∇J, and any baseline b that
     does not depend on the pair leaves it unbiased because E[s] = 0. With ``score_term=False``
-    the score-function term is dropped, which is online DPO's (biased) gradient.
+    the score-function term is dropped: online DPO's gradient, or the right one for pairs that do
+    not come from π_θ (dataset pairs).
+
+    ``self_label``: the label was drawn from the policy's own Bradley–Terry probability
+    σ(βΔ_θ) (SAIL-PP/DP), so h is the label's log-probability and the label distribution depends
+    on θ; its score term E[h∇h] = E[∇½h²] is added as ½h².
     """
     delta = implicit_reward_diff(logp_1, logp_2, ref_logp_1, ref_logp_2)
     h = pair_term(delta, p_win, beta)
+    surrogate = h + 0.5 * h**2 if self_label else h
     if not score_term:
-        return h
+        return surrogate
     b = 0.0 if baseline is None else baseline
     advantage = (h - b).detach()
-    return h + advantage * (logp_1 + logp_2)
+    return surrogate + advantage * (logp_1 + logp_2)
 
 
 def sail_surrogate_loss(*args, **kwargs) -> torch.Tensor:

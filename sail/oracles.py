@@ -49,3 +49,98 @@ class TabularRewardOracle:
         """p_win for pairs ``responses[:, 0]`` vs ``responses[:, 1]``."""
         r = self.rewards(prompts, responses)
         return bradley_terry_labels(r[:, 0], r[:, 1], self.mode, generator)
+
+
+def load_callable(path: str):
+    """Import ``package.module:function`` (or ``package.module.function``)."""
+    import importlib
+
+    module_name, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
+    if not module_name or not attr:
+        raise ValueError(f"scorer path must look like 'package.module:function', got {path!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import module {module_name!r} for scorer {path!r}: {exc}") from None
+    try:
+        fn = getattr(module, attr)
+    except AttributeError:
+        raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if not callable(fn):
+        raise ValueError(f"{path!r} is not callable")
+    return fn
+
+
+class ScoreOracle:
+    """Bradley–Terry labels from any scorer ``(prompts, responses) -> scores`` on texts.
+
+    The scorer gets the prompts as given (strings or message lists) and one response text per
+    prompt, and returns one float per pair; the oracle scores both responses of each pair and
+    labels with :func:`bradley_terry_labels` (``argmax`` gives ½ on exact ties).
+    """
+
+    def __init__(self, scorer, mode: str = "sample"):
+        if mode not in LABEL_MODES:
+            raise ValueError(f"label mode must be one of {LABEL_MODES}, got {mode!r}")
+        self.scorer = scorer
+        self.mode = mode
+
+    def scores(self, prompts, responses) -> torch.Tensor:
+        """Scores [B, n] of every response (``responses.texts`` must be set)."""
+        if responses.texts is None or prompts.texts is None:
+            raise ValueError("ScoreOracle needs prompt and response texts (a policy with a tokenizer)")
+        n = len(responses.texts[0])
+        flat_prompts = [p for p in prompts.texts for _ in range(n)]
+        flat_texts = [t for row in responses.texts for t in row]
+        values = torch.as_tensor(list(self.scorer(flat_prompts, flat_texts)), dtype=torch.float64)
+        if values.shape != (len(flat_texts),):
+            raise ValueError(f"scorer returned {tuple(values.shape)} scores for {len(flat_texts)} responses")
+        if not torch.isfinite(values).all():
+            raise ValueError("scorer returned non-finite scores")
+        return values.reshape(len(prompts.texts), n)
+
+    def label(self, prompts, responses, generator: torch.Generator | None = None) -> torch.Tensor:
+        r = self.scores(prompts, responses)
+        return bradley_terry_labels(r[:, 0], r[:, 1], self.mode, generator)
+
+
+class RewardModelScorer:
+    """Scores from a reward model: ``AutoModelForSequenceClassification`` with its own tokenizer.
+
+    The conversation (prompt messages + the response as the assistant turn) is rendered with the
+    reward model's chat template when it has one, else prompt and response are joined by a
+    newline; the score is the single logit (or the last one for multi-label heads).
+    """
+
+    def __init__(self, path: str, device: str | None = None, batch_size: int = 16, max_length: int = 1024, trust_remote_code: bool = False):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code).eval()
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model.to(self.device)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if self.model.config.pad_token_id is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.batch_size = batch_size
+        self.max_length = max_length
+
+    def render(self, prompt, response: str) -> str:
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": response}], tokenize=False)
+        return "\n".join(m["content"] for m in messages) + "\n" + response
+
+    @torch.no_grad()
+    def __call__(self, prompts, responses) -> list[float]:
+        texts = [self.render(p, r) for p, r in zip(prompts, responses)]
+        out = []
+        self.tokenizer.padding_side = "right"
+        for i in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(
+                texts[i : i + self.batch_size], return_tensors="pt", padding=True, truncation=True, max_length=self.max_length
+            ).to(self.device)
+            logits = self.model(**enc).logits.float()
+            out.extend(logits[:, -1].tolist())
+        return out

@@ -24,11 +24,11 @@ class LoraSettings:
 
     def __post_init__(self):
         if self.rank < 1:
-            raise ValueError(f"lora rank must be >= 1, got {self.rank}")
+            raise ValueError(f"rank must be >= 1, got {self.rank}")
         if not self.alpha > 0:
-            raise ValueError(f"lora alpha must be > 0, got {self.alpha}")
+            raise ValueError(f"alpha must be > 0, got {self.alpha}")
         if not 0 <= self.dropout < 1:
-            raise ValueError(f"lora dropout must be in [0, 1), got {self.dropout}")
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 def attach_lora(model, settings: LoraSettings, seed: int | None = None):

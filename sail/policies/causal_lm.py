@@ -51,10 +51,11 @@ class SamplingConfig:
 
 @dataclass
 class PromptBatch:
-    """Left-padded prompt token ids [B, P] and their attention mask."""
+    """Left-padded prompt token ids [B, P], their attention mask, and the prompts as given."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
+    texts: list | None = None
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -62,10 +63,12 @@ class PromptBatch:
 
 @dataclass
 class ResponseBatch:
-    """n responses per prompt: tokens [B, n, T] and a mask of real tokens (through the first EOS)."""
+    """n responses per prompt: tokens [B, n, T], a mask of real tokens (through the first EOS), and
+    the decoded texts [B][n] when the policy has a tokenizer."""
 
     tokens: torch.Tensor
     mask: torch.Tensor
+    texts: list[list[str]] | None = None
 
     @property
     def n(self) -> int:
@@ -104,9 +107,12 @@ class CausalLMPolicy(torch.nn.Module):
         sampling: :class:`SamplingConfig`.
     """
 
-    def __init__(self, model, eos_token_id: int | None, pad_token_id: int, sampling: SamplingConfig | None = None):
+    def __init__(
+        self, model, eos_token_id: int | None, pad_token_id: int, sampling: SamplingConfig | None = None, tokenizer=None
+    ):
         super().__init__()
         self.model = model
+        self.tokenizer = tokenizer
         self.eos_token_id = eos_token_id
         self.pad_token_id = pad_token_id
         self.sampling = sampling or SamplingConfig()
@@ -144,7 +150,64 @@ class CausalLMPolicy(torch.nn.Module):
         mask = response_mask(tokens, self.eos_token_id if s.stop_at_eos else None)
         tokens = torch.where(mask.bool(), tokens, torch.full_like(tokens, self.pad_token_id))
         batch = len(prompts)
-        return ResponseBatch(tokens.reshape(batch, n, -1), mask.reshape(batch, n, -1))
+        out = ResponseBatch(tokens.reshape(batch, n, -1), mask.reshape(batch, n, -1))
+        out.texts = self.decode(out)
+        return out
+
+    # --- text ----------------------------------------------------------------------------
+    def decode(self, responses: ResponseBatch) -> list[list[str]] | None:
+        """Response texts [B][n] (special tokens dropped), or None without a tokenizer."""
+        if self.tokenizer is None:
+            return None
+        flat = responses.tokens.reshape(-1, responses.tokens.shape[-1])
+        keep = responses.mask.reshape(flat.shape).bool()
+        texts = self.tokenizer.batch_decode([row[m].tolist() for row, m in zip(flat, keep)], skip_special_tokens=True)
+        return [texts[i * responses.n : (i + 1) * responses.n] for i in range(responses.tokens.shape[0])]
+
+    def encode_prompts(self, prompts: list, device=None) -> PromptBatch:
+        """Chat-template (when the tokenizer has one) and left-pad a list of prompts.
+
+        A prompt is a user message string or a list of ``{"role", "content"}`` messages.
+        """
+        if self.tokenizer is None:
+            raise ValueError("encode_prompts needs a tokenizer")
+        rows = []
+        for prompt in prompts:
+            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+            if getattr(self.tokenizer, "chat_template", None):
+                ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+                if isinstance(ids, dict) or hasattr(ids, "keys"):
+                    ids = ids["input_ids"]
+            else:
+                ids = self.tokenizer("\n".join(m["content"] for m in messages))["input_ids"]
+            rows.append(list(ids))
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            input_ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+            attention[i, width - len(r) :] = 1
+        if device is not None:
+            input_ids, attention = input_ids.to(device), attention.to(device)
+        return PromptBatch(input_ids, attention, list(prompts))
+
+    def encode_responses(self, texts: list[list[str]], device=None) -> ResponseBatch:
+        """Tokenise given response texts [B][n] (e.g. dataset pairs), each ended by EOS."""
+        if self.tokenizer is None:
+            raise ValueError("encode_responses needs a tokenizer")
+        n = len(texts[0])
+        flat = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for row in texts for t in row]
+        if self.eos_token_id is not None:
+            flat = [ids + [self.eos_token_id] for ids in flat]
+        width = max(1, max(len(ids) for ids in flat))
+        tokens = torch.full((len(flat), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(flat), width), dtype=torch.long)
+        for i, ids in enumerate(flat):
+            tokens[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            mask[i, : len(ids)] = 1
+        if device is not None:
+            tokens, mask = tokens.to(device), mask.to(device)
+        return ResponseBatch(tokens.reshape(len(texts), n, width), mask.reshape(len(texts), n, width), texts)
 
     def _response_logits(self, prompts: PromptBatch, responses: ResponseBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits predicting each response token: ([B·n, T, V], tokens [B·n, T], mask [B·n, T])."""
