@@ -11,8 +11,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from sail.bench.commands import add_bench_parser
     from sail.theory.commands import add_check_parser
+    from sail.train.commands import add_train_parser
     from proofs.runner import add_proofs_parser
 
+    add_train_parser(sub)
     add_check_parser(sub)
     add_proofs_parser(sub)
     add_bench_parser(sub)

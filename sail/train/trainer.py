@@ -1,0 +1,355 @@
+"""SAIL-RevKL training of a LoRA adapter on a causal LM, with the one loss of :mod:`sail.loop`.
+
+Each optimiser step: pick a route (SAIL-PR / PP / DP / offline DPO) with the configured
+probabilities; for each of ``grad_accum`` micro-batches of ``batch_size`` prompts, get a pair per
+prompt (sampled from π_θ, or from the pair file), label it (oracle, self-label, or the file's
+chosen/rejected), and back-propagate ``sail_loss / grad_accum`` (+ the spectral penalty); then
+step the optimiser. Every random draw comes from one ``torch.Generator`` whose state is
+checkpointed, and the global seed is reset from (seed, step) at the start of each step, so a
+resumed run repeats the uninterrupted one exactly on the same machine.
+
+Run directory: ``config.yaml``, ``metrics.jsonl``, ``spectra.jsonl``, ``summary.json``,
+``adapter/`` (PEFT ``save_pretrained``) and ``checkpoint/`` (see :mod:`sail.train.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from sail.data import load_hf_prompts, load_pairs, load_prompts
+from sail.loop import sail_loss
+from sail.oracles import RewardModelScorer, ScoreOracle, bradley_terry_labels, load_callable
+from sail.policies.causal_lm import CausalLMPolicy
+from sail.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from sail.train.config import EMBEDDED_MODEL, ROUTES, TrainConfig
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (too many non-finite losses, a bad model path, …)."""
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    if name_or_path == EMBEDDED_MODEL:
+        from sail.tasks import default as task
+
+        return str(task.ensure_base_model())
+    return name_or_path
+
+
+def load_policy(cfg: TrainConfig) -> CausalLMPolicy:
+    """The base model from a hub id or directory, with a fresh LoRA adapter (seeded)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sail.models.lora import attach_lora
+
+    path = resolve_model_path(cfg.model.name_or_path)
+    local = Path(path)
+    if (local.is_absolute() or path.startswith(".")) and not local.is_dir():
+        raise TrainingError(f"model.name_or_path: no such directory {path!r}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=_DTYPES[cfg.model.dtype], trust_remote_code=cfg.model.trust_remote_code, use_safetensors=True
+        )
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"model.name_or_path {path!r} could not be loaded: {exc}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    peft_model = attach_lora(model, cfg.model.lora, seed=cfg.train.seed)
+    return CausalLMPolicy(peft_model, tokenizer.eos_token_id, tokenizer.pad_token_id, cfg.sampling, tokenizer)
+
+
+def build_scorer(cfg: TrainConfig):
+    if cfg.oracle.kind == "callable":
+        return load_callable(cfg.oracle.path)
+    return RewardModelScorer(cfg.oracle.path, trust_remote_code=cfg.model.trust_remote_code)
+
+
+def load_prompt_sets(cfg: TrainConfig) -> tuple[list, list]:
+    """(training prompts, held-out prompts)."""
+    if cfg.data.prompts:
+        train = load_prompts(cfg.data.prompts)
+    elif cfg.data.hf_dataset:
+        train = load_hf_prompts(cfg.data.hf_dataset, column=cfg.data.hf_column)
+    else:
+        from sail.tasks import default as task
+
+        train = task.sample_prompts(512, seed=cfg.train.seed)
+    if cfg.data.eval_prompts:
+        held_out = load_prompts(cfg.data.eval_prompts)
+    elif not cfg.data.prompts and not cfg.data.hf_dataset:
+        from sail.tasks import default as task
+
+        held_out = task.sample_prompts(cfg.data.n_eval, seed=10_000 + cfg.train.seed)
+    else:
+        held_out = train[: cfg.data.n_eval]
+    return train, held_out[: cfg.data.n_eval]
+
+
+def environment() -> dict:
+    import peft
+    import transformers
+
+    import sail
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "sail": sail.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "git_commit": commit or None,
+    }
+
+
+class MetricsWriter:
+    """Appends metric rows to ``metrics.jsonl`` (optionally TensorBoard / wandb)."""
+
+    def __init__(self, run_dir: Path, cfg: TrainConfig, resume_step: int | None):
+        self.path = run_dir / "metrics.jsonl"
+        if resume_step is not None and self.path.exists():  # drop rows the resumed run will repeat
+            kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line).get("step", 0) < resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        elif resume_step is None:
+            self.path.write_text("")
+        self.tb = self.wandb = None
+        if cfg.train.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:
+                raise TrainingError("train.tensorboard needs the 'tensorboard' package") from exc
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        if cfg.train.wandb:
+            try:
+                import wandb
+            except ImportError as exc:
+                raise TrainingError("train.wandb needs the 'wandb' package") from exc
+            self.wandb = wandb.init(config=dataclasses.asdict(cfg), dir=str(run_dir))
+
+    def write(self, row: dict) -> None:
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        for key, value in row.items():
+            if key != "step" and isinstance(value, (int, float)):
+                if self.tb is not None:
+                    self.tb.add_scalar(key, value, row["step"])
+        if self.wandb is not None:
+            self.wandb.log(row, step=row["step"])
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, resume: bool = False):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.train.seed)
+        self.policy = load_policy(cfg)
+        self.model = self.policy.model
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model.to(self.device)
+        self.optimizer = cfg.optimizer.build(self.model)
+        self.scorer = build_scorer(cfg)
+        self.oracle = ScoreOracle(self.scorer, cfg.oracle.label_mode)
+        self.prompts, self.eval_prompts = load_prompt_sets(cfg)
+        self.pairs = load_pairs(cfg.data.pairs) if cfg.data.pairs else []
+        self.generator = torch.Generator().manual_seed(cfg.train.seed)
+        self.state = {"step": 0, "ema_baseline": 0.0, "nonfinite_streak": 0, "skipped_steps": 0, "evals": []}
+        resume_step = None
+        if resume:
+            resume_step = self._restore()
+        self.metrics = MetricsWriter(self.run_dir, cfg, resume_step)
+        self.spectral_log = None
+        if cfg.spectral.log_every:
+            from sail.spectral.logging import SpectralLogger
+
+            path = self.run_dir / "spectra.jsonl"
+            if resume_step is None and path.exists():
+                path.unlink()
+            self.spectral_log = SpectralLogger(self.model, path, cfg.spectral.log_every, label=cfg.optimizer.name)
+        self._write_config()
+
+    # --- persistence ---------------------------------------------------------------------
+    def _named_trainable(self) -> dict[str, torch.Tensor]:
+        return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def _write_config(self) -> None:
+        data = {"config": dataclasses.asdict(self.cfg), "environment": environment()}
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def save(self) -> None:
+        save_checkpoint(self.run_dir, self._named_trainable(), self.optimizer.state_dict(), self.generator.get_state(), self.state)
+
+    def _restore(self) -> int:
+        path = find_checkpoint(self.run_dir)
+        if path is None:
+            raise TrainingError(f"--resume: no complete checkpoint in {self.run_dir}")
+        params, opt_state, gen_state, state = load_checkpoint(path)
+        named = self._named_trainable()
+        if set(params) != set(named):
+            raise TrainingError(f"--resume: checkpoint parameters do not match the model ({path})")
+        with torch.no_grad():
+            for name, p in named.items():
+                p.copy_(params[name].to(p.device, p.dtype))
+        self.optimizer.load_state_dict(opt_state)
+        self.generator.set_state(gen_state)
+        self.state = state
+        return int(state["step"])
+
+    # --- one step ------------------------------------------------------------------------
+    def _choose_route(self) -> str:
+        probs = torch.tensor(self.cfg.routes.probabilities(), dtype=torch.float64)
+        return ROUTES[int(torch.multinomial(probs, 1, generator=self.generator))]
+
+    def _micro_batch(self, route: str):
+        """(prompts, responses, p_win or None for self-labels, on_policy, rewards or None)."""
+        B = self.cfg.train.batch_size
+        if route in ("online_oracle", "online_self"):
+            idx = torch.randint(len(self.prompts), (B,), generator=self.generator).tolist()
+            prompts = self.policy.encode_prompts([self.prompts[i] for i in idx], self.device)
+            responses = self.policy.sample(prompts, 2, generator=self.generator)
+            if route == "online_self":
+                return prompts, responses, None, True, None
+            rewards = self.oracle.scores(prompts, responses)
+            p_win = bradley_terry_labels(rewards[:, 0], rewards[:, 1], self.cfg.oracle.label_mode, self.generator)
+            return prompts, responses, p_win, True, rewards
+        idx = torch.randint(len(self.pairs), (B,), generator=self.generator).tolist()
+        chosen = [self.pairs[i] for i in idx]
+        prompts = self.policy.encode_prompts([p.prompt for p in chosen], self.device)
+        responses = self.policy.encode_responses([[p.chosen, p.rejected] for p in chosen], self.device)
+        p_win = None if route == "dataset_self" else torch.ones(B, dtype=torch.float64)
+        return prompts, responses, p_win, False, None
+
+    def train_step(self) -> dict:
+        cfg = self.cfg
+        step = self.state["step"]
+        torch.manual_seed(cfg.train.seed * 1_000_003 + step)  # dropout and anything else global
+        route = self._choose_route()
+        start = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        totals: dict[str, float] = {}
+        rewards, tokens, finite = [], 0, True
+        autocast = cfg.train.mixed_precision != "no" and self.device.type == "cuda"
+        for _ in range(cfg.train.grad_accum):
+            prompts, responses, p_win, on_policy, r = self._micro_batch(route)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16 if cfg.train.mixed_precision == "bf16" else torch.float16, enabled=autocast):
+                loss, stats = sail_loss(
+                    self.policy, prompts, responses, p_win, cfg.objective, self.generator, on_policy, self.state["ema_baseline"]
+                )
+                penalty = cfg.spectral.penalty_term(self.model)
+                if penalty is not None:
+                    loss = loss + penalty
+                    stats["losses/spectral_penalty"] = float(penalty)
+            if not torch.isfinite(loss):
+                finite = False
+                break
+            (loss / cfg.train.grad_accum).backward()
+            for k, v in stats.items():
+                totals[k] = totals.get(k, 0.0) + v / cfg.train.grad_accum
+            if r is not None:
+                rewards.append(r.mean().item())
+            tokens += int(responses.mask.sum())
+        row = {"step": step, "route": route}
+        if not finite:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.state["nonfinite_streak"] += 1
+            self.state["skipped_steps"] += 1
+            row["skipped_nonfinite_loss"] = True
+            if self.state["nonfinite_streak"] >= cfg.train.max_nonfinite:
+                raise TrainingError(f"{self.state['nonfinite_streak']} non-finite losses in a row at step {step}; stopping")
+        else:
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.state["nonfinite_streak"] = 0
+            decay = cfg.train.ema_decay
+            self.state["ema_baseline"] = decay * self.state["ema_baseline"] + (1 - decay) * totals["losses/pair_term"]
+            row.update(totals)
+            row["charts/grad_norm"] = float(grad_norm)
+        elapsed = time.perf_counter() - start
+        pairs = cfg.train.batch_size * cfg.train.grad_accum
+        if rewards:
+            row["charts/reward_mean"] = sum(rewards) / len(rewards)
+        row.update({"perf/tokens_per_s": tokens / elapsed, "perf/samples_per_s": 2 * pairs / elapsed, "perf/step_s": elapsed})
+        self.state["step"] = step + 1
+        return row
+
+    # --- evaluation ----------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Held-out prompts: oracle reward of the policy and the reference, win rate, KL."""
+        gen = torch.Generator().manual_seed(777)
+        prompts = self.policy.encode_prompts(self.eval_prompts, self.device)
+        responses = self.policy.sample(prompts, 1, generator=gen)
+        with self.model.disable_adapter():
+            ref_responses = self.policy.sample(prompts, 1, generator=gen)
+        r_policy = self.oracle.scores(prompts, responses)[:, 0]
+        r_ref = self.oracle.scores(prompts, ref_responses)[:, 0]
+        win = ((r_policy > r_ref).double() + 0.5 * (r_policy == r_ref).double()).mean()
+        kl = self.policy.kl_exact(prompts, responses, "policy_to_ref").mean()
+        return {
+            "eval/reward_mean": float(r_policy.mean()),
+            "eval/reference_reward_mean": float(r_ref.mean()),
+            "eval/win_rate_vs_reference": float(win),
+            "eval/kl_policy_to_ref": float(kl),
+        }
+
+    # --- the run -------------------------------------------------------------------------
+    def run(self) -> dict:
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg.train
+        started = time.perf_counter()
+        if self.state["step"] == 0 and not self.state["evals"]:
+            self.state["evals"].append({"step": 0, **self.evaluate()})
+            self.metrics.write(self.state["evals"][-1])
+        bar = tqdm(total=cfg.steps, initial=self.state["step"], desc="sail train", disable=not cfg.progress)
+        while self.state["step"] < cfg.steps:
+            row = self.train_step()
+            step = self.state["step"]
+            if self.spectral_log is not None and step % self.spectral_log.every == 0:
+                self.spectral_log.log(step, row)
+            self.metrics.write(row)
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                self.state["evals"].append({"step": step, **self.evaluate()})
+                self.metrics.write(self.state["evals"][-1])
+                bar.set_postfix(reward=f"{self.state['evals'][-1]['eval/reward_mean']:.3f}")
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                self.save()
+            bar.update(1)
+        bar.close()
+        self.model.save_pretrained(str(self.run_dir / "adapter"))
+        first, last = self.state["evals"][0], self.state["evals"][-1]
+        summary = {
+            "steps": self.state["step"],
+            "skipped_steps": self.state["skipped_steps"],
+            "reward_start": first["eval/reward_mean"],
+            "reward_end": last["eval/reward_mean"],
+            "reward_gain": last["eval/reward_mean"] - first["eval/reward_mean"],
+            "reference_reward": last["eval/reference_reward_mean"],
+            "win_rate_vs_reference_end": last["eval/win_rate_vs_reference"],
+            "kl_policy_to_ref_end": last["eval/kl_policy_to_ref"],
+            "evals": self.state["evals"],
+            "seconds_this_process": time.perf_counter() - started,
+            "objective": dataclasses.asdict(self.cfg.objective),
+            "optimizer": self.cfg.optimizer.name,
+        }
+        if not all(math.isfinite(v) for v in (summary["reward_start"], summary["reward_end"])):
+            raise TrainingError("evaluation produced non-finite rewards")
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        return summary
