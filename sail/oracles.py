@@ -14,13 +14,22 @@ LABEL_MODES = ("sample", "soft", "argmax")
 
 
 def bradley_terry_labels(
-    reward_1: torch.Tensor, reward_2: torch.Tensor, mode: str = "sample", generator: torch.Generator | None = None
+    reward_1: torch.Tensor,
+    reward_2: torch.Tensor,
+    mode: str = "sample",
+    generator: torch.Generator | None = None,
+    tie_tolerance: float = 0.0,
 ) -> torch.Tensor:
     """p_win from rewards r₁, r₂ under Bradley–Terry p* = σ(r₁ − r₂).
 
     ``sample``: Bernoulli(p*); ``soft``: p*; ``argmax``: 1 if r₁ > r₂, 0 if r₁ < r₂, ½ on ties.
+    Differences within ``tie_tolerance``·(1 + max(|r₁|, |r₂|)) count as exact ties (a model
+    scoring the same text twice in one batch can differ in the last bits).
     """
     diff = (reward_1 - reward_2).to(torch.float64)
+    if tie_tolerance > 0:
+        scale = 1.0 + torch.maximum(reward_1.abs(), reward_2.abs()).to(torch.float64)
+        diff = torch.where(diff.abs() <= tie_tolerance * scale, torch.zeros_like(diff), diff)
     p_star = torch.sigmoid(diff)
     if mode == "soft":
         return p_star
@@ -76,14 +85,15 @@ class ScoreOracle:
 
     The scorer gets the prompts as given (strings or message lists) and one response text per
     prompt, and returns one float per pair; the oracle scores both responses of each pair and
-    labels with :func:`bradley_terry_labels` (``argmax`` gives ½ on exact ties).
+    labels with :func:`bradley_terry_labels` (``argmax`` gives ½ on ties, up to ``tie_tolerance``).
     """
 
-    def __init__(self, scorer, mode: str = "sample"):
+    def __init__(self, scorer, mode: str = "sample", tie_tolerance: float = 1e-6):
         if mode not in LABEL_MODES:
             raise ValueError(f"label mode must be one of {LABEL_MODES}, got {mode!r}")
         self.scorer = scorer
         self.mode = mode
+        self.tie_tolerance = tie_tolerance
 
     def scores(self, prompts, responses) -> torch.Tensor:
         """Scores [B, n] of every response (``responses.texts`` must be set)."""
@@ -101,7 +111,7 @@ class ScoreOracle:
 
     def label(self, prompts, responses, generator: torch.Generator | None = None) -> torch.Tensor:
         r = self.scores(prompts, responses)
-        return bradley_terry_labels(r[:, 0], r[:, 1], self.mode, generator)
+        return bradley_terry_labels(r[:, 0], r[:, 1], self.mode, generator, self.tie_tolerance)
 
 
 class RewardModelScorer:

@@ -52,6 +52,20 @@ def test_expected_loss_gradient_equals_exact_gradient_by_enumeration(kl):
     assert (-biased - exact).abs().max() > 1e-3
 
 
+def _sampled_gradient_mean(inst, policy, cfg, label_mode, seed, n_batches=1000, batch=64):
+    """Mean and standard error of −∇loss over independent sampled batches of the loop."""
+    oracle = TabularRewardOracle(inst.reward, mode=label_mode)
+    sampler = ContextSampler(inst.context_probs)
+    gen = torch.Generator().manual_seed(seed)
+    grads = []
+    for _ in range(n_batches):
+        prompts = sampler(batch, gen)
+        responses = policy.sample(prompts, 2, gen)
+        grads.append(-_loss_grad(policy, prompts, responses, oracle.label(prompts, responses, gen), cfg))
+    grads = torch.stack(grads)
+    return grads.mean(0), grads.std(0) / len(grads) ** 0.5
+
+
 @pytest.mark.parametrize(
     "kl,estimator,correction",
     [
@@ -67,16 +81,7 @@ def test_sampled_loss_gradient_mean_within_three_standard_errors(kl, estimator, 
     cfg = SailConfig(
         beta=inst.beta, gamma=inst.gamma, kl_direction=kl, kl_estimator=estimator, kl_score_correction=correction
     )
-    oracle = TabularRewardOracle(inst.reward, mode="sample")
-    sampler = ContextSampler(inst.context_probs)
-    gen = torch.Generator().manual_seed(123)
-    grads = []
-    for _ in range(1000):
-        prompts = sampler(64, gen)
-        responses = policy.sample(prompts, 2, gen)
-        grads.append(-_loss_grad(policy, prompts, responses, oracle.label(prompts, responses, gen), cfg))
-    grads = torch.stack(grads)
-    mean, se = grads.mean(0), grads.std(0) / len(grads) ** 0.5
+    mean, se = _sampled_gradient_mean(inst, policy, cfg, "sample", seed=123)
     assert ((mean - exact).abs() <= 3 * se).all(), (mean, exact, se)
 
 
@@ -84,16 +89,7 @@ def test_biased_kl_gradient_is_detected():
     """Negative control for the 3-SE test: pathwise k1 (zero expected gradient) is caught."""
     inst, policy, exact = _world(seed=1, gamma=3.0)
     cfg = SailConfig(beta=inst.beta, gamma=inst.gamma, kl_estimator="k1")
-    oracle = TabularRewardOracle(inst.reward, mode="soft")
-    gen = torch.Generator().manual_seed(5)
-    sampler = ContextSampler(inst.context_probs)
-    grads = []
-    for _ in range(1000):
-        prompts = sampler(64, gen)
-        responses = policy.sample(prompts, 2, gen)
-        grads.append(-_loss_grad(policy, prompts, responses, oracle.label(prompts, responses, gen), cfg))
-    grads = torch.stack(grads)
-    mean, se = grads.mean(0), grads.std(0) / len(grads) ** 0.5
+    mean, se = _sampled_gradient_mean(inst, policy, cfg, "soft", seed=5)
     assert ((mean - exact).abs() > 3 * se).any()
 
 
@@ -146,6 +142,8 @@ def test_bradley_terry_label_modes():
     assert torch.allclose(draws, torch.sigmoid(r1 - r2).double(), atol=0.03)
     with pytest.raises(ValueError, match="label mode"):
         bradley_terry_labels(r1, r2, "vote")
+    near = torch.tensor([1.0 + 1e-9, 1.0 + 1e-3])
+    assert bradley_terry_labels(near, torch.ones(2), "argmax", tie_tolerance=1e-6).tolist() == [0.5, 1.0]
 
 
 @pytest.mark.parametrize(

@@ -109,10 +109,10 @@ def environment() -> dict:
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return {
-        "sail": sail.__version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
+        "sail": str(sail.__version__),
+        "torch": str(torch.__version__),
+        "transformers": str(transformers.__version__),
+        "peft": str(peft.__version__),
         "git_commit": commit or None,
     }
 
@@ -225,7 +225,9 @@ class Trainer:
             if route == "online_self":
                 return prompts, responses, None, True, None
             rewards = self.oracle.scores(prompts, responses)
-            p_win = bradley_terry_labels(rewards[:, 0], rewards[:, 1], self.cfg.oracle.label_mode, self.generator)
+            p_win = bradley_terry_labels(
+                rewards[:, 0], rewards[:, 1], self.cfg.oracle.label_mode, self.generator, self.oracle.tie_tolerance
+            )
             return prompts, responses, p_win, True, rewards
         idx = torch.randint(len(self.pairs), (B,), generator=self.generator).tolist()
         chosen = [self.pairs[i] for i in idx]
