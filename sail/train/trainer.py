@@ -117,13 +117,19 @@ def environment() -> dict:
     }
 
 
+def _kept_on_resume(row: dict, resume_step: int) -> bool:
+    """Rows before the checkpoint's step, and its own evaluation (written before it was saved)."""
+    step = row.get("step", 0)
+    return step < resume_step or (step == resume_step and "eval/reward_mean" in row)
+
+
 class MetricsWriter:
     """Appends metric rows to ``metrics.jsonl`` (optionally TensorBoard / wandb)."""
 
     def __init__(self, run_dir: Path, cfg: TrainConfig, resume_step: int | None):
         self.path = run_dir / "metrics.jsonl"
         if resume_step is not None and self.path.exists():  # drop rows the resumed run will repeat
-            kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line).get("step", 0) < resume_step]
+            kept = [line for line in self.path.read_text().splitlines() if line and _kept_on_resume(json.loads(line), resume_step)]
             self.path.write_text("".join(line + "\n" for line in kept))
         elif resume_step is None:
             self.path.write_text("")
@@ -295,11 +301,12 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict:
         """Held-out prompts: oracle reward of the policy and the reference, win rate, KL."""
-        gen = torch.Generator().manual_seed(777)
+        # Common random numbers: policy and reference sample with identically seeded generators,
+        # so their difference is not blurred by independent sampling noise (equal at step 0).
         prompts = self.policy.encode_prompts(self.eval_prompts, self.device)
-        responses = self.policy.sample(prompts, 1, generator=gen)
+        responses = self.policy.sample(prompts, 1, generator=torch.Generator().manual_seed(777))
         with self.model.disable_adapter():
-            ref_responses = self.policy.sample(prompts, 1, generator=gen)
+            ref_responses = self.policy.sample(prompts, 1, generator=torch.Generator().manual_seed(777))
         r_policy = self.oracle.scores(prompts, responses)[:, 0]
         r_ref = self.oracle.scores(prompts, ref_responses)[:, 0]
         win = ((r_policy > r_ref).double() + 0.5 * (r_policy == r_ref).double()).mean()

@@ -1,0 +1,231 @@
+"""`sail train` end to end on a quickly built tiny Qwen3: run directory, variants, exact resume after
+SIGKILL, gradient-accumulation invariance, and what the adapter changes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sail.cli import main
+from sail.loop import SailConfig, sail_loss
+from sail.tasks import default as task
+from sail.train.config import load_config
+from sail.train.trainer import Trainer, TrainingError
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("base")
+    task.build_base_model(out, seed=0, steps=40, n_eval=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def prompt_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    task.write_prompts_jsonl(d / "train.jsonl", task.sample_prompts(64, seed=1))
+    task.write_prompts_jsonl(d / "eval.jsonl", task.sample_prompts(8, seed=2))
+    pairs = []
+    for p in task.sample_prompts(16, seed=3):
+        pairs.append({"prompt": p, "chosen": task.correct(p), "rejected": "0"})
+    (d / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
+    return d
+
+
+def _overrides(base_dir, prompt_files, *extra):
+    return [
+        f"model.name_or_path={base_dir}",
+        f"data.prompts={prompt_files / 'train.jsonl'}",
+        f"data.eval_prompts={prompt_files / 'eval.jsonl'}",
+        "data.n_eval=8",
+        "sampling.max_new_tokens=6",
+        "train.batch_size=4",
+        "train.steps=3",
+        "train.eval_every=3",
+        "train.save_every=1",
+        "train.progress=false",
+        "spectral.log_every=2",
+        "model.lora.rank=4",
+        *extra,
+    ]
+
+
+def test_run_directory_and_adapter(base_dir, prompt_files, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *sum((["--set", o] for o in _overrides(base_dir, prompt_files)), []), "--output-dir", str(run)]) == 0
+    assert "held-out reward" in capsys.readouterr().out
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "spectra.jsonl", "adapter", "checkpoint"):
+        assert (run / name).exists(), name
+    config = (run / "config.yaml").read_text()
+    assert "transformers:" in config and "peft:" in config and "git_commit" in config
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "losses/loss" in r]
+    assert [r["step"] for r in steps] == [0, 1, 2]
+    for key in ("losses/loss", "charts/kl", "charts/reward_mean", "charts/grad_norm", "perf/tokens_per_s", "perf/samples_per_s"):
+        assert key in steps[0]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 3 and {"reward_start", "reward_end", "win_rate_vs_reference_end"} <= set(summary)
+
+    # the saved adapter loads in plain peft and generates
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), run / "adapter")
+    ids = tok.apply_chat_template([{"role": "user", "content": task.sample_prompts(1)[0]}], add_generation_prompt=True, return_tensors="pt")
+    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+    out = model.generate(input_ids=ids, max_new_tokens=4, do_sample=False)
+    assert out.shape[1] > ids.shape[1]
+
+
+def test_adapter_changes_and_base_does_not(base_dir, prompt_files, tmp_path):
+    cfg = load_config(None, _overrides(base_dir, prompt_files, "train.steps=2", "spectral.log_every=0"))
+    trainer = Trainer(cfg, tmp_path / "r")
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.run()
+    after = dict(trainer.model.named_parameters())
+    lora = [n for n in before if "lora_" in n]
+    assert lora and all(not torch.equal(before[n], after[n]) for n in lora)
+    assert all(torch.equal(before[n], after[n]) for n in before if "lora_" not in n)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        ["objective.gamma=0"],  # vanilla SAIL
+        ["objective.score_term=false"],  # online DPO
+        ["routes.online_oracle=0", "routes.online_self=1"],  # SAIL-PP
+        ["routes.online_oracle=0", "routes.dataset_self=0.5", "routes.offline_dpo=0.5"],  # SAIL-DP + offline DPO
+        ["objective.kl_estimator=k3", "objective.kl_direction=policy_to_ref", "optimizer.name=muon", "optimizer.lr=0.02"],
+    ],
+    ids=["vanilla-sail", "online-dpo", "sail-pp", "sail-dp-and-dpo", "k3-muon"],
+)
+def test_variants_run_from_config_alone(base_dir, prompt_files, tmp_path, variant):
+    extra = [f"data.pairs={prompt_files / 'pairs.jsonl'}"] if any("dataset" in v for v in variant) else []
+    cfg = load_config(None, _overrides(base_dir, prompt_files, "train.steps=2", "spectral.log_every=0", *variant, *extra))
+    summary = Trainer(cfg, tmp_path / "r").run()
+    assert summary["steps"] == 2 and summary["skipped_steps"] == 0
+
+
+def test_gradient_accumulation_is_invariant(base_dir, prompt_files, tmp_path):
+    """One batch of 8 pairs and two micro-batches of 4 (loss / 2 each) give the same gradient."""
+    cfg = load_config(None, _overrides(base_dir, prompt_files, "spectral.log_every=0"))
+    trainer = Trainer(cfg, tmp_path / "r")
+    policy = trainer.policy
+    prompts = policy.encode_prompts(task.sample_prompts(8, seed=5))
+    responses = policy.sample(prompts, 2, generator=torch.Generator().manual_seed(0))
+    rewards = trainer.oracle.scores(prompts, responses)
+    p_win = (rewards[:, 0] > rewards[:, 1]).double()
+    objective = SailConfig(beta=0.1, gamma=0.01, baseline="ema")
+    params = policy.trainable_parameters()
+
+    def grads(parts):
+        for p in params:
+            p.grad = None
+        for sl in parts:
+            sub_p = type(prompts)(prompts.input_ids[sl], prompts.attention_mask[sl], prompts.texts[sl])
+            sub_r = type(responses)(responses.tokens[sl], responses.mask[sl], responses.texts[sl])
+            loss, _ = sail_loss(policy, sub_p, sub_r, p_win[sl], objective, baseline_value=-0.69)
+            (loss / len(parts)).backward()
+        return torch.cat([p.grad.flatten() for p in params])
+
+    whole = grads([slice(0, 8)])
+    split = grads([slice(0, 4), slice(4, 8)])
+    torch.testing.assert_close(split, whole, rtol=1e-4, atol=1e-7)
+
+
+def test_nonfinite_losses_are_skipped_then_stop(base_dir, prompt_files, tmp_path, monkeypatch):
+    cfg = load_config(None, _overrides(base_dir, prompt_files, "train.steps=5", "train.max_nonfinite=2", "spectral.log_every=0"))
+    trainer = Trainer(cfg, tmp_path / "r")
+    import sail.train.trainer as trainer_module
+
+    def nan_loss(*args, **kwargs):
+        loss, stats = sail_loss(*args, **kwargs)
+        return loss * float("nan"), stats
+
+    monkeypatch.setattr(trainer_module, "sail_loss", nan_loss)
+    with pytest.raises(TrainingError, match="non-finite losses in a row"):
+        trainer.run()
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("skipped_nonfinite_loss") for r in rows)
+    assert not (tmp_path / "r" / "checkpoint").exists() or all(
+        torch.isfinite(t).all() for t in load_file(tmp_path / "r" / "checkpoint" / "adapter.safetensors").values()
+    )
+
+
+def _cli(args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "sail.cli", "train", *args], **kwargs)
+
+
+def test_resume_after_sigkill_is_bit_exact(base_dir, prompt_files, tmp_path):
+    overrides = sum((["--set", o] for o in _overrides(base_dir, prompt_files, "train.steps=6", "spectral.log_every=0")), [])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full = tmp_path / "full"
+    assert _cli([*overrides, "--output-dir", str(full)], env=env).wait(timeout=600) == 0
+
+    killed = tmp_path / "killed"
+    proc = _cli([*overrides, "--output-dir", str(killed)], env=env)
+    metrics = killed / "metrics.jsonl"
+    deadline = time.time() + 600
+    while time.time() < deadline:  # kill after the checkpoint of step 3 exists
+        if metrics.exists() and '"step": 3' in metrics.read_text():
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "summary.json").exists()
+    assert _cli(["--resume", str(killed)], env=env).wait(timeout=600) == 0
+    a = load_file(full / "adapter" / "adapter_model.safetensors")
+    b = load_file(killed / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    differing = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differing, differing[:3]
+    steps_full = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
+    steps_killed = [json.loads(x) for x in (killed / "metrics.jsonl").read_text().splitlines()]
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]  # noqa: E731
+    assert strip(steps_full) == strip(steps_killed)
+
+
+def test_reward_model_oracle_from_a_local_directory(tmp_path):
+    """AutoModelForSequenceClassification with its own tokenizer and chat template scores texts."""
+    from transformers import Qwen3ForSequenceClassification
+
+    from sail.models.tiny import tiny_qwen3_config
+    from sail.oracles import RewardModelScorer, ScoreOracle
+    from sail.policies.causal_lm import PromptBatch, ResponseBatch
+    from sail.tasks.chat import build_tokenizer
+
+    tok = build_tokenizer()
+    cfg = tiny_qwen3_config(vocab_size=len(tok), num_labels=1, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    Qwen3ForSequenceClassification(cfg).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    scorer = RewardModelScorer(str(tmp_path), device="cpu", batch_size=2)
+    prompts = task.sample_prompts(3, seed=0)
+    answers = [task.correct(p) for p in prompts]
+    scores = scorer(prompts, answers)
+    assert len(scores) == 3 and all(isinstance(s, float) for s in scores)
+    # batching and padding do not change a score
+    assert scorer(prompts[:1], answers[:1])[0] == pytest.approx(scores[0], abs=1e-5)
+    oracle = ScoreOracle(scorer, mode="argmax")
+    batch = PromptBatch(torch.zeros(3, 1, dtype=torch.long), torch.ones(3, 1, dtype=torch.long), prompts)
+    pair = ResponseBatch(torch.zeros(3, 2, 1, dtype=torch.long), torch.ones(3, 2, 1, dtype=torch.long), [[a, a] for a in answers])
+    assert oracle.label(batch, pair).tolist() == [0.5, 0.5, 0.5]  # identical responses tie
+
+
+def test_bad_model_path_and_scorer_path(tmp_path, capsys, prompt_files):
+    assert main(["train", "--set", f"model.name_or_path={tmp_path / 'missing'}", "--set", f"data.prompts={prompt_files / 'train.jsonl'}"]) == 2
+    assert "no such directory" in capsys.readouterr().err
+    from sail.oracles import load_callable
+
+    with pytest.raises(ValueError, match="cannot import module"):
+        load_callable("no_such_module:reward")
+    with pytest.raises(ValueError, match="has no attribute"):
+        load_callable("sail.tasks.default:no_such_fn")
+    assert load_callable("sail.tasks.default:reward") is task.reward
