@@ -79,9 +79,9 @@ def sail_loss(
     and the label's score term is added (see :func:`sail_surrogate`). ``on_policy=False`` marks
     pairs that were not sampled from π_θ (dataset pairs): no score-function term for them.
     """
-    logp = policy.logprob(prompts, responses)
-    with torch.no_grad():
-        ref_logp = policy.ref_logprob(prompts, responses)
+    exact_kl = cfg.kl_estimator == "exact" or not on_policy  # sample estimators need on-policy responses
+    logp, ref_logp, kl_full = policy.score_pairs(prompts, responses, cfg.kl_direction if exact_kl else None)
+    ref_logp = ref_logp.detach()
     delta = implicit_reward_diff(logp[:, 0], logp[:, 1], ref_logp[:, 0], ref_logp[:, 1])
     self_label = p_win is None
     if self_label:
@@ -105,8 +105,8 @@ def sail_loss(
         score_term=cfg.score_term and on_policy,
         self_label=self_label,
     )
-    if cfg.kl_estimator == "exact" or not on_policy:  # sample estimators need on-policy responses
-        kl_term = policy.kl_exact(prompts, responses, cfg.kl_direction)
+    if exact_kl:
+        kl_term = kl_full
         kl_value = kl_term.detach()
     else:
         kl_term = kl_penalty(logp, ref_logp, cfg.kl_direction, cfg.kl_estimator, cfg.kl_score_correction).mean(1)

@@ -227,8 +227,11 @@ class CausalLMPolicy(torch.nn.Module):
     def logprob(self, prompts: PromptBatch, responses: ResponseBatch) -> torch.Tensor:
         """log π_θ(y|x) = Σ_t mask_t log p_θ(y_t | x, y_<t), shape [B, n] (float32, differentiable)."""
         logits, tokens, mask = self._response_logits(prompts, responses)
-        per_token = token_logprobs(logits, tokens) * mask
-        return per_token.sum(-1).reshape(len(prompts), responses.n)
+        return self._sequence_logprob(logits, tokens, mask, len(prompts), responses.n)
+
+    @staticmethod
+    def _sequence_logprob(logits, tokens, mask, batch: int, n: int) -> torch.Tensor:
+        return (token_logprobs(logits, tokens) * mask).sum(-1).reshape(batch, n)
 
     @torch.no_grad()
     def ref_logprob(self, prompts: PromptBatch, responses: ResponseBatch) -> torch.Tensor:
@@ -244,14 +247,27 @@ class CausalLMPolicy(torch.nn.Module):
         policy samples it is a per-position surrogate. Its pathwise gradient ignores that the
         prefixes depend on θ (see docs for the measured bias).
         """
-        check_kl_direction(direction)
-        logits, _, mask = self._response_logits(prompts, responses)
+        return self.score_pairs(prompts, responses, direction)[2]
+
+    def score_pairs(
+        self, prompts: PromptBatch, responses: ResponseBatch, kl_direction: str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(log π_θ [B, n], log π_ref [B, n], exact per-position KL [B] or None) from one forward pass
+        of the policy and one of the reference (what the loss needs, without recomputing logits)."""
+        if kl_direction is not None:
+            check_kl_direction(kl_direction)
+        logits, tokens, mask = self._response_logits(prompts, responses)
         with torch.no_grad(), self.model.disable_adapter():
             ref_logits, _, _ = self._response_logits(prompts, responses)
+        batch, n = len(prompts), responses.n
+        logp = self._sequence_logprob(logits, tokens, mask, batch, n)
+        ref_logp = self._sequence_logprob(ref_logits, tokens, mask, batch, n)
+        if kl_direction is None:
+            return logp, ref_logp, None
         per_position = []
         for t in range(logits.shape[1]):
             lp = F.log_softmax(logits[:, t].float(), dim=-1)
             ref_lp = F.log_softmax(ref_logits[:, t].float(), dim=-1)
-            per_position.append(kl_exact(lp, ref_lp, direction))
+            per_position.append(kl_exact(lp, ref_lp, kl_direction))
         total = (torch.stack(per_position, dim=1) * mask).sum(-1)
-        return total.reshape(len(prompts), responses.n).mean(-1)
+        return logp, ref_logp, total.reshape(batch, n).mean(-1)

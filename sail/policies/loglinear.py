@@ -120,6 +120,11 @@ class LogLinearPolicy(torch.nn.Module):
         """Exact KL over Y for each prompt's context (``responses`` are not needed)."""
         return kl_exact(self.log_probs(contexts=prompts), self.ref_log_probs[prompts], direction)
 
+    def score_pairs(self, prompts: torch.Tensor, responses: torch.Tensor, kl_direction: str | None = None):
+        """(log π_θ, log π_ref, exact KL per prompt or None): what the loss needs in one call."""
+        kl = None if kl_direction is None else self.kl_exact(prompts, responses, kl_direction)
+        return self.logprob(prompts, responses), self.ref_logprob(prompts, responses), kl
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [self.theta]
 
