@@ -11,11 +11,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sail.policies.causal_lm import LORA_TARGETS_ALL_LINEAR
 from sail.optim import Lion, Muon, OptimizerConfig, adjusted_lr, make_optimizer, orthogonalize, route_parameters
 from sail.optim.newton_schulz import NS_COEFFICIENTS, gram_core, left_factor, newton_schulz_direct
 from sail.spectral import LoraFactor, penalty
 
-PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+PROJECTIONS = list(LORA_TARGETS_ALL_LINEAR)
 
 
 # --- references -------------------------------------------------------------------------------
@@ -230,14 +231,12 @@ def test_lion_matches_its_formula(lr, beta1, beta2, wd, foreach, seed):
 # --- routing and the factory --------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def peft_model():
-    transformers = pytest.importorskip("transformers")
-    peft = pytest.importorskip("peft")
-    cfg = transformers.Qwen3Config(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
-    )
+    import peft
+
+    from sail.models.tiny import tiny_qwen3
+
+    base = tiny_qwen3(0, vocab_size=64, hidden_size=32, layers=2, heads=4, kv_heads=2, max_position_embeddings=64)
     torch.manual_seed(0)
-    base = transformers.Qwen3ForCausalLM(cfg)
     lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=PROJECTIONS, lora_bias=True)  # a 1-D B bias
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "lora_bias on a layer without bias: merging impossible"

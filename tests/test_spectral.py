@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sail.policies.causal_lm import LORA_TARGETS_ALL_LINEAR
 from sail.spectral import (
     PENALTY_KINDS,
     LoraFactor,
@@ -26,7 +27,7 @@ from sail.spectral import (
 from sail.spectral.gram import factor_grams
 from sail.spectral.plots import plot_flatness, plot_spectra
 
-PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+PROJECTIONS = list(LORA_TARGETS_ALL_LINEAR)
 
 
 def random_factor(r, d_in, d_out, seed, deficient=0, dtype=torch.float32, scaling=0.5, name="m"):
@@ -78,15 +79,11 @@ def test_spectra_float32_cores_and_stacked_batching_agree():
 
 @pytest.fixture(scope="module")
 def peft_model():
-    transformers = pytest.importorskip("transformers")
-    peft = pytest.importorskip("peft")
-    cfg = transformers.Qwen3Config(
-        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    lora = peft.LoraConfig(r=8, lora_alpha=16, target_modules=PROJECTIONS, use_rslora=True)
-    model = peft.get_peft_model(transformers.Qwen3ForCausalLM(cfg), lora)
+    from sail.models.lora import LoraSettings, attach_lora
+    from sail.models.tiny import tiny_qwen3
+
+    base = tiny_qwen3(0, vocab_size=64, hidden_size=32, layers=2, intermediate_size=48, max_position_embeddings=64)
+    model = attach_lora(base, LoraSettings(rank=8, alpha=16.0, rslora=True, target_modules=PROJECTIONS), seed=0)
     with torch.no_grad():
         for f in lora_factors(model):
             f.B.normal_(0, 0.1)
