@@ -43,7 +43,9 @@ class SailConfig:
     kl_estimator: str = "exact"
     """``exact`` (the policy's exact KL per prompt) or the sample estimators ``k1``/``k2``/``k3``."""
     kl_score_correction: bool = False
-    """Add sg(k)·log π_θ to sample estimators, making k1/k3 gradients unbiased."""
+    """Add the score-function term that the sampling of y from π_θ needs: sg(k)·log π_θ for the
+    sample estimators (k1/k3 gradients become unbiased), and for a sequence policy's ``exact``
+    per-position KL the KL-to-go term (see ``CausalLMPolicy.score_pairs``)."""
     score_term: bool = True
     """Keep the score-function term E[ℓ(s₁+s₂)]; False gives online DPO's gradient."""
     baseline: str = "leave_one_out"
@@ -80,7 +82,12 @@ def sail_loss(
     pairs that were not sampled from π_θ (dataset pairs): no score-function term for them.
     """
     exact_kl = cfg.kl_estimator == "exact" or not on_policy  # sample estimators need on-policy responses
-    logp, ref_logp, kl_full = policy.score_pairs(prompts, responses, cfg.kl_direction if exact_kl else None)
+    logp, ref_logp, kl_full = policy.score_pairs(
+        prompts,
+        responses,
+        cfg.kl_direction if exact_kl else None,
+        kl_score_correction=cfg.kl_score_correction and on_policy,
+    )
     ref_logp = ref_logp.detach()
     delta = implicit_reward_diff(logp[:, 0], logp[:, 1], ref_logp[:, 0], ref_logp[:, 1])
     self_label = p_win is None

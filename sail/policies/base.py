@@ -7,8 +7,10 @@ A policy maps prompts to a distribution over responses. The loop needs only:
 * ``ref_logprob(prompts, responses)``: log π_ref(y|x), without a graph;
 * ``kl_exact(prompts, responses, direction)``: the exact KL to the reference for each prompt
   (for sequences: summed per-position KL over the vocabulary on the sampled prefixes);
-* ``score_pairs(prompts, responses, kl_direction=None)``: (logprob, ref_logprob, kl_exact or None)
-  in one call, so that a policy can share its forward passes between them (the loss uses it);
+* ``score_pairs(prompts, responses, kl_direction=None, kl_score_correction=False)``: (logprob,
+  ref_logprob, kl_exact or None) in one call, so that a policy can share its forward passes between
+  them (the loss uses it); ``kl_score_correction`` asks for a KL whose gradient accounts for the
+  responses having been sampled from π_θ (sequence policies; a no-op where the KL is exact);
 * ``trainable_parameters()`` and ``ball_center()``: the parameters an optimiser updates, and the
   point the theory ball ‖θ − θ_ref‖ ≤ R is centred on (same order and shapes).
 
@@ -34,7 +36,7 @@ class Policy(Protocol):
 
     def kl_exact(self, prompts, responses, direction: str) -> torch.Tensor: ...
 
-    def score_pairs(self, prompts, responses, kl_direction: str | None = None): ...
+    def score_pairs(self, prompts, responses, kl_direction: str | None = None, kl_score_correction: bool = False): ...
 
     def trainable_parameters(self) -> Sequence[torch.nn.Parameter]: ...
 

@@ -250,17 +250,32 @@ class CausalLMPolicy(torch.nn.Module):
         return self.score_pairs(prompts, responses, direction)[2]
 
     def score_pairs(
-        self, prompts: PromptBatch, responses: ResponseBatch, kl_direction: str | None = None
+        self,
+        prompts: PromptBatch,
+        responses: ResponseBatch,
+        kl_direction: str | None = None,
+        kl_score_correction: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(log π_θ [B, n], log π_ref [B, n], exact per-position KL [B] or None) from one forward pass
-        of the policy and one of the reference (what the loss needs, without recomputing logits)."""
+        of the policy and one of the reference (what the loss needs, without recomputing logits).
+
+        The KL is K(y) = Σ_t k_t with k_t = KL_dir(π_θ(·|x, y_<t), π_ref(·|x, y_<t)) over the
+        vocabulary, averaged over the n responses. Its pathwise gradient misses that the prefixes
+        y_<t are drawn from π_θ. With ``kl_score_correction`` (responses sampled from π_θ) the
+        KL-to-go score term Σ_t (log p_θ(y_t) − sg(log p_θ(y_t)))·sg(Σ_{s>t} k_s) is added: zero in
+        value, and it makes the expected gradient exactly ∇E_{y∼π_θ}[K(y)] (by the chain rule over
+        the prefixes: ∇E[k_t] = E[∇k_t] + E[k_t Σ_{s<t} ∇log p_θ(y_s)]). For ``policy_to_ref`` that
+        is ∇KL(π_θ‖π_ref) of the whole sequence; for ``ref_to_policy`` E_{π_θ}[K] is a per-position
+        surrogate, not the sequence KL(π_ref‖π_θ) (that would need prefixes from π_ref).
+        """
         if kl_direction is not None:
             check_kl_direction(kl_direction)
         logits, tokens, mask = self._response_logits(prompts, responses)
         with torch.no_grad(), self.model.disable_adapter():
             ref_logits, _, _ = self._response_logits(prompts, responses)
         batch, n = len(prompts), responses.n
-        logp = self._sequence_logprob(logits, tokens, mask, batch, n)
+        token_lp = token_logprobs(logits, tokens) * mask
+        logp = token_lp.sum(-1).reshape(batch, n)
         ref_logp = self._sequence_logprob(ref_logits, tokens, mask, batch, n)
         if kl_direction is None:
             return logp, ref_logp, None
@@ -269,5 +284,9 @@ class CausalLMPolicy(torch.nn.Module):
             lp = F.log_softmax(logits[:, t].float(), dim=-1)
             ref_lp = F.log_softmax(ref_logits[:, t].float(), dim=-1)
             per_position.append(kl_exact(lp, ref_lp, kl_direction))
-        total = (torch.stack(per_position, dim=1) * mask).sum(-1)
+        per_position = torch.stack(per_position, dim=1) * mask
+        total = per_position.sum(-1)
+        if kl_score_correction:
+            kl_to_go = (per_position.sum(-1, keepdim=True) - per_position.cumsum(-1)).detach()
+            total = total + ((token_lp - token_lp.detach()) * kl_to_go).sum(-1)
         return logp, ref_logp, total.reshape(batch, n).mean(-1)

@@ -120,8 +120,13 @@ class LogLinearPolicy(torch.nn.Module):
         """Exact KL over Y for each prompt's context (``responses`` are not needed)."""
         return kl_exact(self.log_probs(contexts=prompts), self.ref_log_probs[prompts], direction)
 
-    def score_pairs(self, prompts: torch.Tensor, responses: torch.Tensor, kl_direction: str | None = None):
-        """(log π_θ, log π_ref, exact KL per prompt or None): what the loss needs in one call."""
+    def score_pairs(
+        self, prompts: torch.Tensor, responses: torch.Tensor, kl_direction: str | None = None, kl_score_correction: bool = False
+    ):
+        """(log π_θ, log π_ref, exact KL per prompt or None): what the loss needs in one call.
+
+        The KL here is exact over all responses (it does not depend on the sampled ones), so its
+        gradient is exact and ``kl_score_correction`` has nothing to correct."""
         kl = None if kl_direction is None else self.kl_exact(prompts, responses, kl_direction)
         return self.logprob(prompts, responses), self.ref_logprob(prompts, responses), kl
 
