@@ -103,8 +103,9 @@ def test_adapter_changes_and_base_does_not(base_dir, prompt_files, tmp_path):
         ["routes.online_oracle=0", "routes.online_self=1"],  # SAIL-PP
         ["routes.online_oracle=0", "routes.dataset_self=0.5", "routes.offline_dpo=0.5"],  # SAIL-DP + offline DPO
         ["objective.kl_estimator=k3", "objective.kl_direction=policy_to_ref", "optimizer.name=muon", "optimizer.lr=0.02"],
+        ["objective.kl_direction=policy_to_ref", "objective.kl_score_correction=true", "sampling.engine=fast"],
     ],
-    ids=["vanilla-sail", "online-dpo", "sail-pp", "sail-dp-and-dpo", "k3-muon"],
+    ids=["vanilla-sail", "online-dpo", "sail-pp", "sail-dp-and-dpo", "k3-muon", "kl-to-go-fast-sampler"],
 )
 def test_variants_run_from_config_alone(base_dir, prompt_files, tmp_path, variant):
     extra = [f"data.pairs={prompt_files / 'pairs.jsonl'}"] if any("dataset" in v for v in variant) else []
@@ -163,8 +164,10 @@ def _cli(args, **kwargs):
     return subprocess.Popen([sys.executable, "-m", "sail.cli", "train", *args], **kwargs)
 
 
-def test_resume_after_sigkill_is_bit_exact(base_dir, prompt_files, tmp_path):
-    overrides = sum((["--set", o] for o in _overrides(base_dir, prompt_files, "train.steps=6", "spectral.log_every=0")), [])
+@pytest.mark.parametrize("engine", ["hf", "fast"])
+def test_resume_after_sigkill_is_bit_exact(base_dir, prompt_files, tmp_path, engine):
+    extra = ("train.steps=6", "spectral.log_every=0", f"sampling.engine={engine}")
+    overrides = sum((["--set", o] for o in _overrides(base_dir, prompt_files, *extra)), [])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     full = tmp_path / "full"
     assert _cli([*overrides, "--output-dir", str(full)], env=env).wait(timeout=600) == 0

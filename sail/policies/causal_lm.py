@@ -23,30 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from sail.objectives import check_kl_direction, kl_exact
+from sail.sampling import SamplingConfig, make_sampler
 
 LORA_TARGETS_ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-@dataclass
-class SamplingConfig:
-    """Generation settings for on-policy pairs."""
-
-    max_new_tokens: int = 128
-    """Longest response; sequences stop earlier at EOS when ``stop_at_eos``."""
-    temperature: float = 1.0
-    """Softmax temperature; 1 samples from π_θ itself (see the module docstring)."""
-    top_p: float = 1.0
-    """Nucleus sampling mass; 1 disables truncation."""
-    stop_at_eos: bool = True
-    """End a response at its first EOS token (kept as the response's last token)."""
-
-    def __post_init__(self):
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
 @dataclass
@@ -116,6 +95,7 @@ class CausalLMPolicy(torch.nn.Module):
         self.eos_token_id = eos_token_id
         self.pad_token_id = pad_token_id
         self.sampling = sampling or SamplingConfig()
+        self.sampler = make_sampler(self.sampling.engine)
         self._center = [p.detach().clone() for p in self.trainable_parameters()]
 
     # --- the Policy protocol -------------------------------------------------------------
@@ -127,26 +107,23 @@ class CausalLMPolicy(torch.nn.Module):
         return self._center
 
     @torch.no_grad()
-    def sample(self, prompts: PromptBatch, n: int, generator: torch.Generator | None = None) -> ResponseBatch:
-        """n responses per prompt from ``generate``; with a generator, sampling is reproducible from it."""
+    def sample(
+        self, prompts: PromptBatch, n: int, generator: torch.Generator | None = None, greedy: bool = False
+    ) -> ResponseBatch:
+        """n responses per prompt from the configured sampler (``sampling.engine``); with a generator,
+        sampling is reproducible from it. ``greedy`` decodes the argmax instead of sampling."""
         s = self.sampling
-        devices = [prompts.input_ids.device] if prompts.input_ids.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            if generator is not None:
-                torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-            out = self.model.generate(
-                input_ids=prompts.input_ids,
-                attention_mask=prompts.attention_mask,
-                do_sample=True,
-                temperature=s.temperature,
-                top_p=s.top_p,
-                top_k=0,
-                max_new_tokens=s.max_new_tokens,
-                num_return_sequences=n,
-                pad_token_id=self.pad_token_id,
-                eos_token_id=self.eos_token_id if s.stop_at_eos else None,
-            )
-        tokens = out[:, prompts.input_ids.shape[1] :]
+        tokens = self.sampler.generate(
+            self.model,
+            prompts.input_ids,
+            prompts.attention_mask,
+            n,
+            s,
+            self.eos_token_id,
+            self.pad_token_id,
+            generator=generator,
+            greedy=greedy,
+        )
         mask = response_mask(tokens, self.eos_token_id if s.stop_at_eos else None)
         tokens = torch.where(mask.bool(), tokens, torch.full_like(tokens, self.pad_token_id))
         batch = len(prompts)

@@ -1,0 +1,34 @@
+"""Generation settings for on-policy pairs (shared by every sampler)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SAMPLING_ENGINES = ("hf", "fast")
+
+
+@dataclass
+class SamplingConfig:
+    """Generation settings for on-policy pairs."""
+
+    max_new_tokens: int = 128
+    """Longest response; sequences stop earlier at EOS when ``stop_at_eos``."""
+    temperature: float = 1.0
+    """Softmax temperature; 1 samples from π_θ itself (see :mod:`sail.policies.causal_lm`)."""
+    top_p: float = 1.0
+    """Nucleus sampling mass; 1 disables truncation."""
+    stop_at_eos: bool = True
+    """End a response at its first EOS token (kept as the response's last token)."""
+    engine: str = "hf"
+    """``hf`` (``model.generate`` with the adapter active) or ``fast`` (merged-weight copy + static
+    KV cache, refreshed whenever the adapter changes); see :mod:`sail.sampling`."""
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.engine not in SAMPLING_ENGINES:
+            raise ValueError(f"engine must be one of {SAMPLING_ENGINES}, got {self.engine!r}")
