@@ -1,6 +1,7 @@
 """Training config and data files: errors name the key, or the file and line."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +38,7 @@ def test_overrides_keep_other_defaults_of_a_section(tmp_path):
         ("model.lora.rank=2.5", "model.lora.rank"),
         ("train.batch_size=0", "train.batch_size"),
         ("sampling.top_p=1.5", "sampling.top_p"),
+        ("sampling.engine=vllm", "sampling.engine"),
         ("oracle.kind=judge", "oracle.kind"),
         ("routes.online_oracle=0.3", "routes.online_oracle"),
         ("objective.kl_direction=forward", "objective.kl_direction"),
@@ -69,6 +71,12 @@ def test_dataset_routes_need_a_pair_file():
     with pytest.raises(ConfigError) as err:
         load_config(None, ["routes.online_oracle=0.7", "routes.offline_dpo=0.3"])
     assert err.value.key == "data.pairs"
+
+
+def test_fsdp_refuses_the_merged_weight_sampler():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["train.fsdp=true", "sampling.engine=fast"])
+    assert err.value.key == "train.fsdp"
 
 
 def _write(path, lines):
@@ -110,3 +118,9 @@ def test_malformed_pair_line(tmp_path):
         load_pairs(path)
     with pytest.raises(DataError, match="no such file"):
         load_prompts(tmp_path / "nope.jsonl")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).parents[1] / "experiments" / "train").glob("*.yaml")))
+def test_every_shipped_training_config_loads(name):
+    cfg = load_config(str(Path(__file__).parents[1] / "experiments" / "train" / name))
+    assert cfg.train.steps >= 1

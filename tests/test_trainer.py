@@ -232,3 +232,36 @@ def test_bad_model_path_and_scorer_path(tmp_path, capsys, prompt_files):
     with pytest.raises(ValueError, match="has no attribute"):
         load_callable("sail.tasks.default:no_such_fn")
     assert load_callable("sail.tasks.default:reward") is task.reward
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("fsdp", [False, True], ids=["data-parallel", "fsdp2"])
+def test_two_process_accelerate_run_on_cpu(base_dir, prompt_files, tmp_path, fsdp):
+    """`accelerate launch` with 2 CPU processes (gloo), plain data parallel or with the base weights
+    sharded by FSDP2: one run directory written once, replicas bit-identical at the end (the
+    trainer checks and fails otherwise), adapter loadable by peft."""
+    run = tmp_path / "ddp"
+    extra = ("train.steps=3", "spectral.log_every=2", f"train.fsdp={str(fsdp).lower()}")
+    overrides = sum((["--set", o] for o in _overrides(base_dir, prompt_files, *extra)), [])
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([*launch, "-m", "sail.cli", "train", *overrides, "--output-dir", str(run)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["steps"] == 3
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "losses/loss" in r] == [0, 1, 2]  # written once, by the main process
+    assert all(r["perf/samples_per_s"] > 0 for r in rows if "losses/loss" in r)
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), run / "adapter")
+    assert any("lora_B" in n and p.abs().sum() > 0 for n, p in model.named_parameters())

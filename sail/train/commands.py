@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 
@@ -26,12 +25,15 @@ def cmd_train(args) -> int:
             cfg = build(TrainConfig, yaml.safe_load(saved.read_text())["config"])
         else:
             cfg = load_config(args.config, args.set)
-            run_dir = Path(args.output_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+            run_dir = Path(args.output_dir) if args.output_dir else None  # the trainer names a default
         trainer = Trainer(cfg, run_dir, resume=bool(args.resume))
         summary = trainer.run()
+        run_dir = trainer.run_dir
     except (ConfigError, DataError, TrainingError, ValueError) as exc:
         print(f"sail train: error: {exc}", file=sys.stderr)
         return 2
+    if not trainer.is_main:
+        return 0
     print(
         f"{run_dir}: {summary['steps']} steps; held-out reward {summary['reward_start']:.4f} → {summary['reward_end']:.4f} "
         f"(reference {summary['reference_reward']:.4f}); win rate vs reference {summary['win_rate_vs_reference_end']:.3f}; "

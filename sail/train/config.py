@@ -122,6 +122,10 @@ class RunConfig:
     """``no``, ``bf16`` or ``fp16`` autocast (GPU)."""
     ema_decay: float = 0.9
     """Decay of the ``ema`` baseline (objective.baseline = ema)."""
+    fsdp: bool = False
+    """Under ``accelerate launch`` with several processes: shard the frozen base weights across
+    them with FSDP2 (``fully_shard`` per decoder layer), keeping the adapter replicated; for base
+    models that do not fit on one device. See docs/training.md."""
     tensorboard: bool = False
     wandb: bool = False
     progress: bool = True
@@ -159,6 +163,8 @@ class TrainConfig:
         if lr is not None and not lr > 0:
             raise ValueError(f"optimizer.lr must be > 0, got {lr}")
         needs_pairs = self.routes.dataset_self > 0 or self.routes.offline_dpo > 0
+        if self.train.fsdp and self.sampling.engine == "fast":
+            raise ValueError("train.fsdp shards the base weights, which sampling.engine=fast would merge into a full copy; use sampling.engine=hf")
         if needs_pairs and not self.data.pairs:
             raise ValueError("data.pairs is needed by routes dataset_self/offline_dpo (a JSONL of prompt/chosen/rejected)")
 

@@ -4,9 +4,13 @@ Each optimiser step: pick a route (SAIL-PR / PP / DP / offline DPO) with the con
 probabilities; for each of ``grad_accum`` micro-batches of ``batch_size`` prompts, get a pair per
 prompt (sampled from π_θ, or from the pair file), label it (oracle, self-label, or the file's
 chosen/rejected), and back-propagate ``sail_loss / grad_accum`` (+ the spectral penalty); then
-step the optimiser. Every random draw comes from one ``torch.Generator`` whose state is
-checkpointed, and the global seed is reset from (seed, step) at the start of each step, so a
-resumed run repeats the uninterrupted one exactly on the same machine.
+step the optimiser. Routes and prompt indices come from one ``torch.Generator`` whose state is
+checkpointed; sampling and labels from generators derived from (seed, step, micro-batch, process);
+the global seed is reset from (seed, step, process) at the start of each step. So a resumed run
+repeats the uninterrupted one exactly on the same machine.
+
+Several processes (``accelerate launch``) split each global batch and average their gradients;
+see :mod:`sail.train.distributed`. Only the main process writes the run directory.
 
 Run directory: ``config.yaml``, ``metrics.jsonl``, ``spectra.jsonl``, ``summary.json``,
 ``adapter/`` (PEFT ``save_pretrained``) and ``checkpoint/`` (see :mod:`sail.train.checkpoint`).
@@ -30,6 +34,15 @@ from sail.oracles import RewardModelScorer, ScoreOracle, bradley_terry_labels, l
 from sail.policies.causal_lm import CausalLMPolicy
 from sail.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from sail.train.config import EMBEDDED_MODEL, ROUTES, TrainConfig
+from sail.train.distributed import (
+    average_gradients_,
+    check_replicas_agree,
+    make_accelerator,
+    mean_over_processes,
+    process_generator,
+    shard_base_weights,
+    sum_over_processes,
+)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -123,6 +136,13 @@ def _kept_on_resume(row: dict, resume_step: int) -> bool:
     return step < resume_step or (step == resume_step and "eval/reward_mean" in row)
 
 
+class NullWriter:
+    """What processes other than the main one write: nothing."""
+
+    def write(self, row: dict) -> None:
+        pass
+
+
 class MetricsWriter:
     """Appends metric rows to ``metrics.jsonl`` (optionally TensorBoard / wandb)."""
 
@@ -159,15 +179,26 @@ class MetricsWriter:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, run_dir: str | Path, resume: bool = False):
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = False):
+        """``run_dir`` None: ``runs/<timestamp>``, named by the main process for all of them."""
         self.cfg = cfg
+        self.accelerator = make_accelerator()
+        if run_dir is None:
+            from accelerate.utils import broadcast_object_list
+
+            run_dir = broadcast_object_list([f"runs/{time.strftime('%Y%m%d-%H%M%S')}"])[0]
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.process, self.processes = self.accelerator.process_index, self.accelerator.num_processes
+        self.is_main = self.accelerator.is_main_process
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.train.seed)
         self.policy = load_policy(cfg)
         self.model = self.policy.model
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = self.accelerator.device
         self.model.to(self.device)
+        if cfg.train.fsdp and self.processes > 1:
+            shard_base_weights(self.model, self.accelerator)
         self.optimizer = cfg.optimizer.build(self.model)
         self.scorer = build_scorer(cfg)
         self.oracle = ScoreOracle(self.scorer, cfg.oracle.label_mode)
@@ -178,16 +209,18 @@ class Trainer:
         resume_step = None
         if resume:
             resume_step = self._restore()
-        self.metrics = MetricsWriter(self.run_dir, cfg, resume_step)
+        self.accelerator.wait_for_everyone()  # every process has read the checkpoint before any writes
+        self.metrics = MetricsWriter(self.run_dir, cfg, resume_step) if self.is_main else NullWriter()
         self.spectral_log = None
-        if cfg.spectral.log_every:
+        if cfg.spectral.log_every and self.is_main:
             from sail.spectral.logging import SpectralLogger
 
             path = self.run_dir / "spectra.jsonl"
             if resume_step is None and path.exists():
                 path.unlink()
             self.spectral_log = SpectralLogger(self.model, path, cfg.spectral.log_every, label=cfg.optimizer.name)
-        self._write_config()
+        if self.is_main:
+            self._write_config()
 
     # --- persistence ---------------------------------------------------------------------
     def _named_trainable(self) -> dict[str, torch.Tensor]:
@@ -198,7 +231,10 @@ class Trainer:
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
 
     def save(self) -> None:
-        save_checkpoint(self.run_dir, self._named_trainable(), self.optimizer.state_dict(), self.generator.get_state(), self.state)
+        """The main process writes the checkpoint (replicas are identical); the others wait for it."""
+        if self.is_main:
+            save_checkpoint(self.run_dir, self._named_trainable(), self.optimizer.state_dict(), self.generator.get_state(), self.state)
+        self.accelerator.wait_for_everyone()
 
     def _restore(self) -> int:
         path = find_checkpoint(self.run_dir)
@@ -221,21 +257,26 @@ class Trainer:
         probs = torch.tensor(self.cfg.routes.probabilities(), dtype=torch.float64)
         return ROUTES[int(torch.multinomial(probs, 1, generator=self.generator))]
 
-    def _micro_batch(self, route: str):
-        """(prompts, responses, p_win or None for self-labels, on_policy, rewards or None)."""
+    def _my_indices(self, population: int) -> list[int]:
+        """This process's slice of a global batch of B·P indices drawn from the shared generator."""
+        B = self.cfg.train.batch_size
+        idx = torch.randint(population, (B * self.processes,), generator=self.generator).tolist()
+        return idx[self.process * B : (self.process + 1) * B]
+
+    def _micro_batch(self, route: str, local: torch.Generator):
+        """(prompts, responses, p_win or None for self-labels, on_policy, rewards or None); sampling
+        and labels draw from ``local``, this process's generator for the micro-batch."""
         B = self.cfg.train.batch_size
         if route in ("online_oracle", "online_self"):
-            idx = torch.randint(len(self.prompts), (B,), generator=self.generator).tolist()
+            idx = self._my_indices(len(self.prompts))
             prompts = self.policy.encode_prompts([self.prompts[i] for i in idx], self.device)
-            responses = self.policy.sample(prompts, 2, generator=self.generator)
+            responses = self.policy.sample(prompts, 2, generator=local)
             if route == "online_self":
                 return prompts, responses, None, True, None
             rewards = self.oracle.scores(prompts, responses)
-            p_win = bradley_terry_labels(
-                rewards[:, 0], rewards[:, 1], self.cfg.oracle.label_mode, self.generator, self.oracle.tie_tolerance
-            )
+            p_win = bradley_terry_labels(rewards[:, 0], rewards[:, 1], self.cfg.oracle.label_mode, local, self.oracle.tie_tolerance)
             return prompts, responses, p_win, True, rewards
-        idx = torch.randint(len(self.pairs), (B,), generator=self.generator).tolist()
+        idx = self._my_indices(len(self.pairs))
         chosen = [self.pairs[i] for i in idx]
         prompts = self.policy.encode_prompts([p.prompt for p in chosen], self.device)
         responses = self.policy.encode_responses([[p.chosen, p.rejected] for p in chosen], self.device)
@@ -245,18 +286,19 @@ class Trainer:
     def train_step(self) -> dict:
         cfg = self.cfg
         step = self.state["step"]
-        torch.manual_seed(cfg.train.seed * 1_000_003 + step)  # dropout and anything else global
+        torch.manual_seed(cfg.train.seed * 1_000_003 + step * 1009 + self.process)  # dropout and anything else global
         route = self._choose_route()
         start = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
         rewards, tokens, finite = [], 0, True
         autocast = cfg.train.mixed_precision != "no" and self.device.type == "cuda"
-        for _ in range(cfg.train.grad_accum):
-            prompts, responses, p_win, on_policy, r = self._micro_batch(route)
+        for micro in range(cfg.train.grad_accum):
+            local = process_generator(cfg.train.seed, step, micro, self.process)
+            prompts, responses, p_win, on_policy, r = self._micro_batch(route, local)
             with torch.autocast(self.device.type, dtype=torch.bfloat16 if cfg.train.mixed_precision == "bf16" else torch.float16, enabled=autocast):
                 loss, stats = sail_loss(
-                    self.policy, prompts, responses, p_win, cfg.objective, self.generator, on_policy, self.state["ema_baseline"]
+                    self.policy, prompts, responses, p_win, cfg.objective, local, on_policy, self.state["ema_baseline"]
                 )
                 penalty = cfg.spectral.penalty_term(self.model)
                 if penalty is not None:
@@ -271,6 +313,8 @@ class Trainer:
             if r is not None:
                 rewards.append(r.mean().item())
             tokens += int(responses.mask.sum())
+        # every process must take the same branch (skip, or average gradients and step)
+        finite = sum_over_processes(0.0 if finite else 1.0, self.accelerator, self.device) == 0
         row = {"step": step, "route": route}
         if not finite:
             self.optimizer.zero_grad(set_to_none=True)
@@ -281,6 +325,8 @@ class Trainer:
                 raise TrainingError(f"{self.state['nonfinite_streak']} non-finite losses in a row at step {step}; stopping")
         else:
             params = [p for p in self.model.parameters() if p.requires_grad]
+            average_gradients_(params, self.accelerator)
+            totals = mean_over_processes(totals, self.accelerator, self.device)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -289,10 +335,11 @@ class Trainer:
             self.state["ema_baseline"] = decay * self.state["ema_baseline"] + (1 - decay) * totals["losses/pair_term"]
             row.update(totals)
             row["charts/grad_norm"] = float(grad_norm)
-        elapsed = time.perf_counter() - start
-        pairs = cfg.train.batch_size * cfg.train.grad_accum
+        pairs = cfg.train.batch_size * cfg.train.grad_accum * self.processes
+        tokens = sum_over_processes(tokens, self.accelerator, self.device)
         if rewards:
-            row["charts/reward_mean"] = sum(rewards) / len(rewards)
+            row["charts/reward_mean"] = mean_over_processes({"r": sum(rewards) / len(rewards)}, self.accelerator, self.device)["r"]
+        elapsed = time.perf_counter() - start
         row.update({"perf/tokens_per_s": tokens / elapsed, "perf/samples_per_s": 2 * pairs / elapsed, "perf/step_s": elapsed})
         self.state["step"] = step + 1
         return row
@@ -303,14 +350,25 @@ class Trainer:
         """Held-out prompts: oracle reward of the policy and the reference, win rate, KL."""
         # Common random numbers: policy and reference sample with identically seeded generators,
         # so their difference is not blurred by independent sampling noise (equal at step 0).
-        prompts = self.policy.encode_prompts(self.eval_prompts, self.device)
-        responses = self.policy.sample(prompts, 1, generator=torch.Generator().manual_seed(777))
-        with self.model.disable_adapter():
-            ref_responses = self.policy.sample(prompts, 1, generator=torch.Generator().manual_seed(777))
-        r_policy = self.oracle.scores(prompts, responses)[:, 0]
-        r_ref = self.oracle.scores(prompts, ref_responses)[:, 0]
+        # Each process scores its share of the held-out prompts; the per-prompt results are gathered.
+        from accelerate.utils import gather_object
+
+        mine = self.eval_prompts[self.process :: self.processes]
+        per_prompt = []
+        if mine:
+            prompts = self.policy.encode_prompts(mine, self.device)
+            responses = self.policy.sample(prompts, 1, generator=torch.Generator().manual_seed(777 + self.process))
+            with self.model.disable_adapter():
+                ref_responses = self.policy.sample(prompts, 1, generator=torch.Generator().manual_seed(777 + self.process))
+            r_policy = self.oracle.scores(prompts, responses)[:, 0].tolist()
+            r_ref = self.oracle.scores(prompts, ref_responses)[:, 0].tolist()
+            kls = self.policy.kl_exact(prompts, responses, "policy_to_ref").tolist()
+            per_prompt = list(zip(r_policy, r_ref, kls))
+        if self.processes > 1:
+            per_prompt = gather_object(per_prompt)
+        r_policy, r_ref, kl = (torch.tensor(column, dtype=torch.float64) for column in zip(*per_prompt))
         win = ((r_policy > r_ref).double() + 0.5 * (r_policy == r_ref).double()).mean()
-        kl = self.policy.kl_exact(prompts, responses, "policy_to_ref").mean()
+        kl = kl.mean()
         return {
             "eval/reward_mean": float(r_policy.mean()),
             "eval/reference_reward_mean": float(r_ref.mean()),
@@ -327,7 +385,7 @@ class Trainer:
         if self.state["step"] == 0 and not self.state["evals"]:
             self.state["evals"].append({"step": 0, **self.evaluate()})
             self.metrics.write(self.state["evals"][-1])
-        bar = tqdm(total=cfg.steps, initial=self.state["step"], desc="sail train", disable=not cfg.progress)
+        bar = tqdm(total=cfg.steps, initial=self.state["step"], desc="sail train", disable=not (cfg.progress and self.is_main))
         while self.state["step"] < cfg.steps:
             row = self.train_step()
             step = self.state["step"]
@@ -342,7 +400,9 @@ class Trainer:
                 self.save()
             bar.update(1)
         bar.close()
-        self.model.save_pretrained(str(self.run_dir / "adapter"))
+        check_replicas_agree([p for p in self.model.parameters() if p.requires_grad], self.accelerator)
+        if self.is_main:
+            self.model.save_pretrained(str(self.run_dir / "adapter"))
         first, last = self.state["evals"][0], self.state["evals"][-1]
         summary = {
             "steps": self.state["step"],
@@ -357,8 +417,11 @@ class Trainer:
             "seconds_this_process": time.perf_counter() - started,
             "objective": dataclasses.asdict(self.cfg.objective),
             "optimizer": self.cfg.optimizer.name,
+            "processes": self.processes,
         }
         if not all(math.isfinite(v) for v in (summary["reward_start"], summary["reward_end"])):
             raise TrainingError("evaluation produced non-finite rewards")
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        if self.is_main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        self.accelerator.wait_for_everyone()
         return summary
