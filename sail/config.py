@@ -9,6 +9,7 @@ type, or a ``__post_init__`` range check fails with :class:`ConfigError` naming 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -129,6 +130,24 @@ def to_dict(obj) -> dict:
     return dataclasses.asdict(obj)
 
 
+class _Yaml12BoolLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 booleans: only true/false (any case) are booleans, so
+    ``mixed_precision: no`` or ``--set train.mixed_precision=no`` stays the string "no"."""
+
+
+_Yaml12BoolLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12BoolLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _load(text: str):
+    return yaml.load(text, Loader=_Yaml12BoolLoader)
+
+
 def parse_overrides(overrides: list[str]) -> dict:
     """``["a.b=1", "c=x"]`` → ``{"a": {"b": 1}, "c": "x"}`` (values parsed as YAML scalars)."""
     out: dict = {}
@@ -140,7 +159,7 @@ def parse_overrides(overrides: list[str]) -> dict:
         if not key:
             raise ConfigError(item, "empty key")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = _load(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
             raise ConfigError(key, f"cannot parse value {raw!r}: {exc}") from None
 
@@ -167,7 +186,7 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError("--config", f"no such file: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = _load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError("--config", f"{path} is not valid YAML: {exc}") from None
     if data is None:

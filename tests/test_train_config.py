@@ -63,6 +63,9 @@ def test_yaml_and_override_syntax_errors(tmp_path):
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["objective.gamma"])
     assert parse_overrides(["a.b=0.5", "a.c=true", "d=x"]) == {"a": {"b": 0.5, "c": True}, "d": "x"}
+    # YAML 1.2 booleans: "no" stays a string (train.mixed_precision=no), only true/false are booleans
+    assert parse_overrides(["a.b=no", "a.c=off", "a.d=False"]) == {"a": {"b": "no", "c": "off", "d": False}}
+    assert load_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"
     # YAML 1.1 reads 1e-3 as a string; the float field still accepts it
     assert load_config(None, ["objective.gamma=1e-3"]).objective.gamma == 1e-3
 

@@ -1,0 +1,303 @@
+"""`sail bench loop`: one SAIL-RevKL iteration against TRL's ``OnlineDPOTrainer``, same model,
+prompts and batch.
+
+Both sides train the same LoRA adapter (rank, alpha, all 7 projections) on the same base model,
+from the same prompts, with B prompts per step and 2 sampled responses per prompt, ``max_new_tokens``
+new tokens at temperature 1, the same programmatic reward, AdamW at the same learning rate. Each
+side runs in its own subprocess (so peak memory is its own): ``warmup`` steps, then ``repeats``
+timed steps; the reported step time is the median of the timed steps.
+
+* ``sail``: :meth:`sail.train.trainer.Trainer.train_step` — sample, label, policy + reference
+  forward, SAIL-RevKL loss (score term, exact per-position KL), backward, optimiser step. Phases are
+  timed separately afterwards on the same batch size: ``sample``, ``label``, ``reference`` (the
+  adapter-off forward alone), ``loss_backward`` (policy + reference forward, loss, backward),
+  ``update``.
+* ``trl``: ``OnlineDPOTrainer.train`` (TRL ≥ 1.x, ``trl.experimental.online_dpo``), step time from
+  a callback around each optimiser step; generated tokens counted in the reward function.
+
+tokens/s counts generated response tokens (through EOS). peak_mem_mb: ``torch.cuda.max_memory_allocated``
+on a GPU, the process's peak resident set size on the CPU. ``speedup_vs_trl`` = sail samples/s ÷
+TRL samples/s. TRL is a benchmark-only extra (``pip install -e .[bench]``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+SAMPLES_PER_PROMPT = 2
+
+
+def _peak_mem_mb(device) -> float:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _sync(device):
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _prompts(n: int, seed: int) -> list[str]:
+    from sail.tasks import default as task
+
+    return task.sample_prompts(n, seed=seed)
+
+
+def run_sail(opts: dict) -> dict:
+    import torch
+
+    from sail.bench.sample import _best_seconds
+    from sail.loop import SailConfig, sail_loss
+    from sail.oracles import bradley_terry_labels
+    from sail.tasks import default as task
+    from sail.train.config import load_config
+    from sail.train.trainer import Trainer
+
+    prompts_file = os.path.join(opts["workdir"], "prompts.jsonl")
+    task.write_prompts_jsonl(prompts_file, _prompts(512, opts["seed"]))
+    overrides = [
+        f"model.name_or_path={opts['model']}",
+        f"data.prompts={prompts_file}",
+        "data.n_eval=1",
+        f"sampling.max_new_tokens={opts['max_new_tokens']}",
+        f"sampling.engine={opts['engine']}",
+        f"model.lora.rank={opts['rank']}",
+        f"model.lora.alpha={2 * opts['rank']}",
+        f"optimizer.lr={opts['lr']}",
+        f"train.batch_size={opts['batch']}",
+        f"train.steps={opts['warmup'] + opts['repeats']}",
+        "train.progress=false",
+        "spectral.log_every=0",
+        f"train.mixed_precision={opts['mixed_precision']}",
+        f"model.dtype={opts['dtype']}",
+    ]
+    trainer = Trainer(load_config(None, overrides), os.path.join(opts["workdir"], "run"))
+    device = trainer.device
+    seconds, tokens = [], []
+    for i in range(opts["warmup"] + opts["repeats"]):
+        _sync(device)
+        start = time.perf_counter()
+        row = trainer.train_step()
+        _sync(device)
+        if i >= opts["warmup"]:
+            seconds.append(time.perf_counter() - start)
+            tokens.append(row["perf/tokens_per_s"] * row["perf/step_s"])
+    step_s = statistics.median(seconds)
+    samples = opts["batch"] * SAMPLES_PER_PROMPT
+
+    # phases, on one batch of the same size
+    policy, objective = trainer.policy, SailConfig(**vars(trainer.cfg.objective))
+    gen = torch.Generator().manual_seed(opts["seed"])
+    batch = policy.encode_prompts(_prompts(opts["batch"], opts["seed"] + 1), device)
+    responses = policy.sample(batch, SAMPLES_PER_PROMPT, generator=gen)
+
+    def label():
+        r = trainer.oracle.scores(batch, responses)
+        return bradley_terry_labels(r[:, 0], r[:, 1], "sample", gen)
+
+    p_win = label()
+
+    def loss_backward():
+        trainer.optimizer.zero_grad(set_to_none=True)
+        loss, _ = sail_loss(policy, batch, responses, p_win, objective, gen, True, trainer.state["ema_baseline"])
+        loss.backward()
+
+    def update():  # a step of size 0 would change nothing measurable; time the real step on the real grads
+        trainer.optimizer.step()
+
+    repeats = max(1, opts["repeats"])
+    phases = {
+        "sample": _best_seconds(lambda: policy.sample(batch, SAMPLES_PER_PROMPT, generator=gen), repeats, device),
+        "label": _best_seconds(label, repeats, device),
+        "reference": _best_seconds(lambda: policy.ref_logprob(batch, responses), repeats, device),
+        "loss_backward": _best_seconds(loss_backward, repeats, device),
+    }
+    loss_backward()
+    phases["update"] = _best_seconds(update, repeats, device)
+    return {
+        "step_s": step_s,
+        "samples_per_s": samples / step_s,
+        "tokens_per_s": statistics.median(tokens) / step_s,
+        "phase_ms": {k: v * 1e3 for k, v in phases.items()},
+        "peak_mem_mb": _peak_mem_mb(device),
+        "engine": opts["engine"],
+    }
+
+
+def run_trl(opts: dict) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
+
+    from sail.models.lora import LORA_TARGETS_ALL_LINEAR
+    from sail.tasks import default as task
+
+    generated: list[int] = []
+
+    def reward(prompts, completions, completion_ids=None, **_):
+        users = [p[-1]["content"] if isinstance(p, list) else p for p in prompts]
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        if completion_ids is not None:  # padded rows: count through the first EOS, as sail does
+            eos = tokenizer.eos_token_id
+            generated.append(sum(ids.index(eos) + 1 if eos in ids else len(ids) for ids in completion_ids))
+        return [float(r) for r in task.reward(users, texts)]
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.seconds, self.start = [], None
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            _sync(device)
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            _sync(device)
+            self.seconds.append(time.perf_counter() - self.start)
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = AutoTokenizer.from_pretrained(opts["model"])
+    dtype = getattr(torch, opts["dtype"])
+    model = AutoModelForCausalLM.from_pretrained(opts["model"], dtype=dtype)
+    data = Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in _prompts(512, opts["seed"])])
+    steps = opts["warmup"] + opts["repeats"]
+    args = OnlineDPOConfig(
+        output_dir=os.path.join(opts["workdir"], "trl"),
+        per_device_train_batch_size=opts["batch"],
+        gradient_accumulation_steps=1,
+        max_steps=steps,
+        learning_rate=opts["lr"],
+        max_new_tokens=opts["max_new_tokens"],
+        temperature=1.0,
+        beta=0.1,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=10**6,
+        use_cpu=device.type == "cpu",
+        bf16=opts["mixed_precision"] == "bf16",
+        fp16=opts["mixed_precision"] == "fp16",
+        seed=opts["seed"],
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    lora = LoraConfig(r=opts["rank"], lora_alpha=2 * opts["rank"], target_modules=list(LORA_TARGETS_ALL_LINEAR), task_type="CAUSAL_LM")
+    timer = StepTimer()
+    trainer = OnlineDPOTrainer(
+        model=model, reward_funcs=reward, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora, callbacks=[timer]
+    )
+    trainer.train()
+    timed = timer.seconds[opts["warmup"] :]
+    step_s = statistics.median(timed)
+    tokens = statistics.median(generated[opts["warmup"] : opts["warmup"] + len(timed)]) if generated else float("nan")
+    import trl
+
+    return {
+        "step_s": step_s,
+        "samples_per_s": opts["batch"] * SAMPLES_PER_PROMPT / step_s,
+        "tokens_per_s": tokens / step_s,
+        "peak_mem_mb": _peak_mem_mb(device),
+        "trl_version": trl.__version__,
+    }
+
+
+def _worker(which: str, opts: dict) -> dict:
+    """Run one side in a fresh interpreter; its JSON result is the last line it prints."""
+    cmd = [sys.executable, "-m", "sail.bench.loop", which, json.dumps(opts)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    if proc.returncode != 0:
+        raise RuntimeError(f"sail bench loop: the {which} run failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(model=None, batch=16, max_new_tokens=8, rank=8, lr=1e-3, warmup=2, repeats=5, engine="hf", trl=True, dtype="float32", mixed_precision="no", seed=0) -> dict:
+    import torch
+    import transformers
+
+    if model is None:
+        from sail.tasks import default as task
+
+        model = str(task.ensure_base_model())
+    with tempfile.TemporaryDirectory() as workdir:
+        opts = dict(
+            model=model, batch=batch, max_new_tokens=max_new_tokens, rank=rank, lr=lr, warmup=warmup, repeats=repeats,
+            engine=engine, dtype=dtype, mixed_precision=mixed_precision, seed=seed, workdir=workdir,
+        )
+        sail_out = _worker("sail", opts)
+        trl_out = _worker("trl", opts) if trl else None
+    return {
+        "model": model,
+        "batch": batch,
+        "samples_per_step": batch * SAMPLES_PER_PROMPT,
+        "max_new_tokens": max_new_tokens,
+        "rank": rank,
+        "dtype": dtype,
+        "sail": sail_out,
+        "trl": trl_out,
+        "speedup_vs_trl": sail_out["samples_per_s"] / trl_out["samples_per_s"] if trl_out else None,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def _cmd(args) -> int:
+    from sail.theory.report import dumps, table
+
+    if args.trl:
+        try:
+            import trl  # noqa: F401
+        except ImportError:
+            print("sail bench loop: TRL is not installed (pip install -e '.[bench]'), or pass --no-trl", file=sys.stderr)
+            return 2
+    out = run(args.model_path, args.batch, args.new_tokens, args.rank, args.lr, args.warmup, args.repeats, args.engine, args.trl, args.dtype, args.mixed_precision, args.seed)
+    if args.json:
+        print(dumps(out))
+        return 0
+    print(f"{out['model']}: {out['samples_per_step']} samples/step, {out['max_new_tokens']} new tokens, LoRA r={out['rank']}, {out['device']}")
+    rows = [("sail (" + out["sail"]["engine"] + " sampler)", out["sail"]["samples_per_s"], out["sail"]["tokens_per_s"], out["sail"]["peak_mem_mb"])]
+    if out["trl"]:
+        rows.append(("TRL OnlineDPOTrainer " + out["trl"]["trl_version"], out["trl"]["samples_per_s"], out["trl"]["tokens_per_s"], out["trl"]["peak_mem_mb"]))
+    print(table(rows, ("iteration", "samples/s", "tokens/s", "peak MB")))
+    print(table(sorted(out["sail"]["phase_ms"].items(), key=lambda kv: -kv[1]), ("sail phase", "ms")))
+    if out["speedup_vs_trl"]:
+        print(f"sail / TRL samples/s: {out['speedup_vs_trl']:.2f}x")
+    return 0
+
+
+def register(benches) -> None:
+    p = benches.add_parser("loop", help="one SAIL-RevKL iteration vs TRL's OnlineDPOTrainer (same model, prompts, batch)")
+    p.add_argument("--model-path", default=None, help="base model directory (default: the embedded task's tiny Qwen3)")
+    p.add_argument("--batch", type=int, default=16, help="prompts per step (2 responses each)")
+    p.add_argument("--new-tokens", type=int, default=8)
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--engine", choices=("hf", "fast"), default="hf", help="sail's sampler")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no")
+    p.add_argument("--no-trl", dest="trl", action="store_false", help="measure sail only")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd)
+
+
+if __name__ == "__main__":  # worker entry point: python -m sail.bench.loop {sail|trl} OPTIONS_JSON
+    which, options = sys.argv[1], json.loads(sys.argv[2])
+    result = run_sail(options) if which == "sail" else run_trl(options)
+    print(json.dumps(result))

@@ -1,0 +1,47 @@
+"""Smoke runs of the throughput benchmarks (`sail bench sample`, `sail bench loop`): the JSON
+contract and that every measured figure is a positive number. Timings are never asserted."""
+
+import importlib.util
+import json
+
+import pytest
+
+from sail.cli import main
+
+
+def test_bench_sample_json(capsys):
+    assert main(["bench", "sample", "--json", "--vocab", "512", "--batch", "2", "--new-tokens", "4", "--repeats", "1", "--rank", "4"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("plain_tokens_per_s", "fast_tokens_per_s", "static_tokens_per_s", "speedup", "fast_refresh_ms"):
+        assert out[key] > 0, key
+
+
+@pytest.fixture(scope="module")
+def quick_base(tmp_path_factory):
+    from sail.tasks import default as task
+
+    out = tmp_path_factory.mktemp("base")
+    task.build_base_model(out, seed=0, steps=20, n_eval=0)
+    return out
+
+
+def _loop(base, capsys, *extra):
+    args = ["bench", "loop", "--json", "--model-path", str(base), "--batch", "2", "--new-tokens", "4", "--warmup", "1", "--repeats", "1", *extra]
+    assert main(args) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_bench_loop_json_without_trl(quick_base, capsys):
+    out = _loop(quick_base, capsys, "--no-trl", "--engine", "fast")
+    assert out["trl"] is None and out["speedup_vs_trl"] is None
+    sail = out["sail"]
+    assert sail["samples_per_s"] > 0 and sail["tokens_per_s"] > 0 and sail["peak_mem_mb"] > 0
+    assert set(sail["phase_ms"]) == {"sample", "label", "reference", "loss_backward", "update"}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("trl") is None, reason="TRL is a benchmark-only extra (pip install -e '.[bench]')")
+def test_bench_loop_against_trl(quick_base, capsys):
+    out = _loop(quick_base, capsys)
+    for side in ("sail", "trl"):
+        assert out[side]["samples_per_s"] > 0 and out[side]["tokens_per_s"] > 0 and out[side]["peak_mem_mb"] > 0
+    assert out["speedup_vs_trl"] > 0
