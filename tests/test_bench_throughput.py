@@ -26,7 +26,7 @@ def quick_base(tmp_path_factory):
 
 
 def _loop(base, capsys, *extra):
-    args = ["bench", "loop", "--json", "--model-path", str(base), "--batch", "2", "--new-tokens", "4", "--warmup", "1", "--repeats", "1", *extra]
+    args = ["bench", "loop", "--json", "--model-path", str(base), "--batch", "2", "--new-tokens", "4", "--warmup", "1", "--repeats", "1", "--rounds", "1", *extra]
     assert main(args) == 0
     return json.loads(capsys.readouterr().out)
 

@@ -5,7 +5,9 @@ Both sides train the same LoRA adapter (rank, alpha, all 7 projections) on the s
 from the same prompts, with B prompts per step and 2 sampled responses per prompt, ``max_new_tokens``
 new tokens at temperature 1, the same programmatic reward, AdamW at the same learning rate. Each
 side runs in its own subprocess (so peak memory is its own): ``warmup`` steps, then ``repeats``
-timed steps; the reported step time is the median of the timed steps.
+timed steps, whose median is the round's step time. The two sides alternate for ``rounds`` rounds
+(sail, TRL, sail, TRL, …) and each side reports its best round, so a load that comes and goes on a
+shared machine hits both sides alike.
 
 * ``sail``: :meth:`sail.train.trainer.Trainer.train_step` — sample, label, policy + reference
   forward, SAIL-RevKL loss (score term, exact per-position KL), backward, optimiser step. Phases are
@@ -214,6 +216,11 @@ def run_trl(opts: dict) -> dict:
     }
 
 
+def _best_of(rounds: list[dict]) -> dict:
+    best = min(rounds, key=lambda r: r["step_s"])
+    return {**best, "rounds_step_s": [r["step_s"] for r in rounds]}
+
+
 def _worker(which: str, opts: dict) -> dict:
     """Run one side in a fresh interpreter; its JSON result is the last line it prints."""
     cmd = [sys.executable, "-m", "sail.bench.loop", which, json.dumps(opts)]
@@ -223,7 +230,10 @@ def _worker(which: str, opts: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run(model=None, batch=16, max_new_tokens=8, rank=8, lr=1e-3, warmup=2, repeats=5, engine="hf", trl=True, dtype="float32", mixed_precision="no", seed=0) -> dict:
+def run(
+    model=None, batch=16, max_new_tokens=8, rank=8, lr=1e-3, warmup=2, repeats=5, engine="hf", trl=True, dtype="float32",
+    mixed_precision="no", seed=0, rounds=2, threads=0,
+) -> dict:
     import torch
     import transformers
 
@@ -234,10 +244,15 @@ def run(model=None, batch=16, max_new_tokens=8, rank=8, lr=1e-3, warmup=2, repea
     with tempfile.TemporaryDirectory() as workdir:
         opts = dict(
             model=model, batch=batch, max_new_tokens=max_new_tokens, rank=rank, lr=lr, warmup=warmup, repeats=repeats,
-            engine=engine, dtype=dtype, mixed_precision=mixed_precision, seed=seed, workdir=workdir,
+            engine=engine, dtype=dtype, mixed_precision=mixed_precision, seed=seed, workdir=workdir, threads=threads,
         )
-        sail_out = _worker("sail", opts)
-        trl_out = _worker("trl", opts) if trl else None
+        sail_rounds, trl_rounds = [], []
+        for _ in range(max(1, rounds)):
+            sail_rounds.append(_worker("sail", opts))
+            if trl:
+                trl_rounds.append(_worker("trl", opts))
+        sail_out = _best_of(sail_rounds)
+        trl_out = _best_of(trl_rounds) if trl else None
     return {
         "model": model,
         "batch": batch,
@@ -248,8 +263,9 @@ def run(model=None, batch=16, max_new_tokens=8, rank=8, lr=1e-3, warmup=2, repea
         "sail": sail_out,
         "trl": trl_out,
         "speedup_vs_trl": sail_out["samples_per_s"] / trl_out["samples_per_s"] if trl_out else None,
+        "rounds": max(1, rounds),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        "threads": torch.get_num_threads(),
+        "threads": threads or torch.get_num_threads(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
@@ -264,7 +280,10 @@ def _cmd(args) -> int:
         except ImportError:
             print("sail bench loop: TRL is not installed (pip install -e '.[bench]'), or pass --no-trl", file=sys.stderr)
             return 2
-    out = run(args.model_path, args.batch, args.new_tokens, args.rank, args.lr, args.warmup, args.repeats, args.engine, args.trl, args.dtype, args.mixed_precision, args.seed)
+    out = run(
+        args.model_path, args.batch, args.new_tokens, args.rank, args.lr, args.warmup, args.repeats, args.engine, args.trl,
+        args.dtype, args.mixed_precision, args.seed, args.rounds, args.threads,
+    )
     if args.json:
         print(dumps(out))
         return 0
@@ -291,6 +310,8 @@ def register(benches) -> None:
     p.add_argument("--engine", choices=("hf", "fast"), default="hf", help="sail's sampler")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
     p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no")
+    p.add_argument("--rounds", type=int, default=2, help="alternating sail/TRL rounds; each side reports its best")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads in each run (0: torch's default)")
     p.add_argument("--no-trl", dest="trl", action="store_false", help="measure sail only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
@@ -299,5 +320,9 @@ def register(benches) -> None:
 
 if __name__ == "__main__":  # worker entry point: python -m sail.bench.loop {sail|trl} OPTIONS_JSON
     which, options = sys.argv[1], json.loads(sys.argv[2])
+    if options.get("threads"):
+        import torch
+
+        torch.set_num_threads(options["threads"])
     result = run_sail(options) if which == "sail" else run_trl(options)
     print(json.dumps(result))

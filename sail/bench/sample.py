@@ -4,8 +4,9 @@ The model is a randomly initialised ``Qwen3ForCausalLM`` with the shapes of a Qw
 (``--model``; the vocabulary is Qwen3's 151,936 tokens unless ``--vocab`` says otherwise) and a LoRA
 adapter (rank ``--rank`` on all 7 projections, B perturbed away from 0 so the adapter matters).
 Every engine decodes the same ``--batch`` left-padded prompts for exactly ``--new-tokens`` tokens
-(EOS disabled, so lengths are equal) by sampling at temperature 1. Measured in the same run (best
-of ``--repeats`` after one warm-up):
+(EOS disabled, so lengths are equal) by sampling at temperature 1. Measured in the same run, the
+engines taking turns within each repeat (so a passing load on a shared machine hits all alike), best
+of ``--repeats`` after one warm-up each:
 
 * ``plain``: ``model.generate`` on the PEFT model (adapter applied on the fly, dynamic cache) — the
   baseline of every ratio;
@@ -77,6 +78,21 @@ def _best_seconds(fn, repeats: int, device) -> float:
     return best
 
 
+def _interleaved_best_seconds(fns, repeats: int, device) -> list[float]:
+    """Best time of each function over ``repeats`` rounds, the functions taking turns in each round."""
+    for fn in fns:  # warm-up
+        fn()
+    best = [float("inf")] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
+
+
 def run(preset="tiny", vocab=QWEN3_VOCAB, rank=32, batch=16, prompt_len=32, new_tokens=32, repeats=3, device="cpu", dtype="float32", seed=0) -> dict:
     torch_dtype = getattr(torch, dtype)
     model = build_adapted_qwen3(preset, vocab, rank, device, torch_dtype, seed)
@@ -103,9 +119,7 @@ def run(preset="tiny", vocab=QWEN3_VOCAB, rank=32, batch=16, prompt_len=32, new_
         out = fast.generate(model, ids, mask, 1, sampling, None, 0, gen)
         assert out.shape == (batch, new_tokens)
 
-    t_plain = _best_seconds(plain_call, repeats, device)
-    t_static = _best_seconds(static_call, repeats, device)
-    t_fast = _best_seconds(fast_call, repeats, device)
+    t_plain, t_static, t_fast = _interleaved_best_seconds([plain_call, static_call, fast_call], repeats, device)
     t_refresh = _best_seconds(fast._merged.refresh, repeats, device)
     tokens = batch * new_tokens
     return {

@@ -29,7 +29,7 @@ from functools import lru_cache
 from typing import Sequence
 
 from sail.em import world
-from sail.tasks.chat import BOS_TOKEN, CHAT_TEMPLATE, EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS, UNK_TOKEN
+from sail.tasks.chat import BOS_TOKEN, CHAT_TEMPLATE, EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS, UNK_TOKEN, wrap_chat_tokenizer
 
 ROLE_TOKENS = ("system", "user", "assistant")
 NEWLINE = "\n"
@@ -68,7 +68,6 @@ def build_tokenizer(model_max_length: int = 512):
     Padding is on the left, as batched generation needs; decoding does no clean-up of spaces.
     """
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
     core = Tokenizer(models.WordLevel(vocabulary(), unk_token=UNK_TOKEN))
     core.pre_tokenizer = pre_tokenizers.Sequence(
@@ -80,17 +79,7 @@ def build_tokenizer(model_max_length: int = 512):
     )
     core.decoder = decoders.Metaspace(replacement=world.SPACE, prepend_scheme="never", split=True)
     core.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        bos_token=BOS_TOKEN,
-        eos_token=EOS_TOKEN,
-        pad_token=PAD_TOKEN,
-        unk_token=UNK_TOKEN,
-        padding_side="left",
-        chat_template=CHAT_TEMPLATE,
-        model_max_length=model_max_length,
-        clean_up_tokenization_spaces=False,
-    )
+    return wrap_chat_tokenizer(core, model_max_length, clean_up_tokenization_spaces=False)
 
 
 def render_chat(messages: Sequence[dict[str, str]], add_generation_prompt: bool = False) -> str:

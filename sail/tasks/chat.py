@@ -50,7 +50,6 @@ def build_tokenizer():
     template writes the markers. Padding is on the left, as batched generation needs.
     """
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
     core = Tokenizer(models.WordLevel(vocabulary(), unk_token=UNK_TOKEN))
     # every character is its own pre-token ([\s\S] also matches "\n")
@@ -58,6 +57,14 @@ def build_tokenizer():
     core.decoder = decoders.Fuse()
     core.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     core.add_tokens([AddedToken(t, special=False, normalized=False) for t in ROLE_TOKENS])
+    return wrap_chat_tokenizer(core)
+
+
+def wrap_chat_tokenizer(core, model_max_length: int = 512, **options):
+    """A ``tokenizers.Tokenizer`` over a vocabulary that starts with :data:`SPECIAL_TOKENS` as a
+    ``PreTrainedTokenizerFast`` with those special tokens, left padding and :data:`CHAT_TEMPLATE`."""
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(
         tokenizer_object=core,
         bos_token=BOS_TOKEN,
@@ -66,7 +73,8 @@ def build_tokenizer():
         unk_token=UNK_TOKEN,
         padding_side="left",
         chat_template=CHAT_TEMPLATE,
-        model_max_length=512,
+        model_max_length=model_max_length,
+        **options,
     )
 
 
