@@ -45,3 +45,17 @@ def test_bench_loop_against_trl(quick_base, capsys):
     for side in ("sail", "trl"):
         assert out[side]["samples_per_s"] > 0 and out[side]["tokens_per_s"] > 0 and out[side]["peak_mem_mb"] > 0
     assert out["speedup_vs_trl"] > 0
+
+
+def test_random_qwen3_directory_loads_and_decodes_every_id(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sail.bench.models import QWEN3_VOCAB, save_random_qwen3
+
+    path = save_random_qwen3("tiny", tmp_path / "m", dtype="float32")
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    assert len(tok) == QWEN3_VOCAB == model.config.vocab_size
+    assert tok.decode([QWEN3_VOCAB - 1]) == f"<|x{QWEN3_VOCAB - 1 - 103}|>"
+    text = "What is 2+3?"
+    assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text

@@ -17,6 +17,9 @@ shared machine hits both sides alike.
 * ``trl``: ``OnlineDPOTrainer.train`` (TRL ≥ 1.x, ``trl.experimental.online_dpo``), step time from
   a callback around each optimiser step; generated tokens counted in the reward function.
 
+``--model-path random:0.6b`` (or ``1.7b``, ``8b``, ``tiny``) benchmarks a random-init Qwen3 of those
+shapes (:mod:`sail.bench.models`), as the GPU figures are taken.
+
 tokens/s counts generated response tokens (through EOS). peak_mem_mb: ``torch.cuda.max_memory_allocated``
 on a GPU, the process's peak resident set size on the CPU. ``speedup_vs_trl`` = sail samples/s ÷
 TRL samples/s. TRL is a benchmark-only extra (``pip install -e .[bench]``).
@@ -242,6 +245,9 @@ def run(
 
         model = str(task.ensure_base_model())
     with tempfile.TemporaryDirectory() as workdir:
+        from sail.bench.models import resolve_model
+
+        model = resolve_model(model, workdir, dtype)
         opts = dict(
             model=model, batch=batch, max_new_tokens=max_new_tokens, rank=rank, lr=lr, warmup=warmup, repeats=repeats,
             engine=engine, dtype=dtype, mixed_precision=mixed_precision, seed=seed, workdir=workdir, threads=threads,
@@ -300,7 +306,11 @@ def _cmd(args) -> int:
 
 def register(benches) -> None:
     p = benches.add_parser("loop", help="one SAIL-RevKL iteration vs TRL's OnlineDPOTrainer (same model, prompts, batch)")
-    p.add_argument("--model-path", default=None, help="base model directory (default: the embedded task's tiny Qwen3)")
+    p.add_argument(
+        "--model-path", default=None,
+        help="base model directory, or random:<preset> (random-init Qwen3 of tiny|0.6b|1.7b|8b shapes with Qwen3's vocabulary; "
+        "default: the embedded task's tiny Qwen3)",
+    )
     p.add_argument("--batch", type=int, default=16, help="prompts per step (2 responses each)")
     p.add_argument("--new-tokens", type=int, default=8)
     p.add_argument("--rank", type=int, default=8)
