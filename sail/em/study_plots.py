@@ -1,0 +1,144 @@
+"""The optimiser study's plots (PNG), from ``results.json``'s ``runs`` rows.
+
+* :func:`plot_loss_vs_alignment`: final alignment against log final training loss, one colour per
+  optimiser, the pooled OLS line and one line per optimiser (R² pooled vs stratified in the title);
+* :func:`plot_trajectories`: each run's path in (log training loss, alignment) space over its
+  checkpoints;
+* :func:`plot_misalignment_by_optimizer`: misalignment rate per optimiser and spectral coefficient
+  (mean over seeds and learning rates, whiskers min–max);
+* :func:`plot_flatness_vs_misalignment`: the adapter's flatness against the misalignment rate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from sail.em.analysis import loss_alignment_r2, spearman  # noqa: E402
+
+OPTIMIZER_COLOURS = {"adamw": "tab:blue", "lion": "tab:orange", "muon": "tab:green", "sgd": "tab:red"}
+
+
+def _colour(name: str) -> str:
+    return OPTIMIZER_COLOURS.get(name, "tab:grey")
+
+
+def _optimizers(runs) -> list[str]:
+    seen: list[str] = []
+    for r in runs:
+        if r["optimizer"] not in seen:
+            seen.append(r["optimizer"])
+    return seen
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def plot_loss_vs_alignment(runs, path) -> Path:
+    fit = loss_alignment_r2(runs)
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    xs_all = [np.log(r["final_train_loss"]) for r in runs if r.get("final_train_loss", 0) > 0]
+    grid = np.linspace(min(xs_all), max(xs_all), 50) if xs_all else np.array([])
+    for name in _optimizers(runs):
+        rows = [r for r in runs if r["optimizer"] == name and r.get("final_train_loss", 0) > 0 and r.get("alignment") is not None]
+        x = [np.log(r["final_train_loss"]) for r in rows]
+        y = [r["alignment"] for r in rows]
+        marker = ["o" if not r.get("spectral_coef") else "^" for r in rows]
+        for xi, yi, m in zip(x, y, marker):
+            ax.scatter(xi, yi, color=_colour(name), marker=m, s=22, alpha=0.8)
+        line = fit["per_optimizer"].get(name)
+        if line and len(grid):
+            ax.plot(grid, line["intercept"] + line["slope"] * grid, color=_colour(name), lw=1, label=f"{name} (R² {_fmt(line['r2'])})")
+    if len(grid):
+        p = fit["pooled_fit"]
+        ax.plot(grid, p["intercept"] + p["slope"] * grid, "k--", lw=1.2, label="pooled")
+    ax.set_xlabel("log final training loss (narrow fine-tune)")
+    ax.set_ylabel("held-out mean alignment (0–100)")
+    ax.set_title(f"R² pooled {_fmt(fit['r2_pooled'])} vs optimiser-stratified {_fmt(fit['r2_stratified'])}\n(▲ = spectral penalty on)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_trajectories(runs, path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    labelled = set()
+    for r in runs:
+        pts = [(c["train_loss"], c["alignment"]) for c in r.get("trajectory", []) if c.get("train_loss", 0) > 0 and c.get("alignment") is not None]
+        if not pts:
+            continue
+        name = r["optimizer"]
+        ax.plot(np.log([p[0] for p in pts]), [p[1] for p in pts], "-", color=_colour(name), alpha=0.6, lw=1,
+                marker="o", ms=2.5, label=None if name in labelled else name)
+        ax.scatter(np.log(pts[-1][0]), pts[-1][1], color=_colour(name), s=14, zorder=3)
+        labelled.add(name)
+    ax.set_xlabel("log training loss at checkpoint")
+    ax.set_ylabel("held-out mean alignment")
+    ax.set_title("trajectories in (log loss, alignment) space (dot = last checkpoint)", fontsize=10)
+    ax.invert_xaxis()
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_misalignment_by_optimizer(runs, path, rate_key: str = "misalignment_rate") -> Path:
+    names = _optimizers(runs)
+    coefs = sorted({float(r.get("spectral_coef", 0.0)) for r in runs})
+    width = 0.8 / max(1, len(coefs))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for j, coef in enumerate(coefs):
+        means, lows, highs = [], [], []
+        for name in names:
+            v = [r[rate_key] for r in runs if r["optimizer"] == name and float(r.get("spectral_coef", 0.0)) == coef and r.get(rate_key) is not None]
+            m = float(np.mean(v)) if v else np.nan
+            means.append(m)
+            lows.append(max(0.0, m - min(v)) if v else 0)
+            highs.append(max(0.0, max(v) - m) if v else 0)
+        x = np.arange(len(names)) + (j - (len(coefs) - 1) / 2) * width
+        ax.bar(x, means, width, yerr=[lows, highs], capsize=3, label=f"spectral coef {coef:g}", alpha=0.85)
+    ax.set_xticks(np.arange(len(names)), names)
+    ax.set_ylabel("held-out misalignment rate" + (" (def. a)" if rate_key == "misalignment_rate" else " (def. b)"))
+    ax.set_title("misalignment after the narrow fine-tune (mean over seeds, lr; whiskers min–max)", fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_flatness_vs_misalignment(runs, path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in _optimizers(runs):
+        rows = [r for r in runs if r["optimizer"] == name and r.get("flatness") is not None and r.get("misalignment_rate") is not None]
+        ax.scatter([r["flatness"] for r in rows], [r["misalignment_rate"] for r in rows], color=_colour(name), s=20, label=name, alpha=0.8)
+    rows = [r for r in runs if r.get("flatness") is not None and r.get("misalignment_rate") is not None]
+    rho = spearman([r["flatness"] for r in rows], [r["misalignment_rate"] for r in rows])
+    ax.set_xlabel("adapter flatness: mean participation ratio / rank (1 = flat)")
+    ax.set_ylabel("held-out misalignment rate")
+    ax.set_title(f"flatness vs misalignment (Spearman ρ = {_fmt(rho)})", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_all(runs, out_dir) -> list[Path]:
+    out = Path(out_dir)
+    return [
+        plot_loss_vs_alignment(runs, out / "loss_vs_alignment.png"),
+        plot_trajectories(runs, out / "trajectories.png"),
+        plot_misalignment_by_optimizer(runs, out / "misalignment_by_optimizer.png"),
+        plot_flatness_vs_misalignment(runs, out / "flatness_vs_misalignment.png"),
+    ]

@@ -1,0 +1,82 @@
+"""The optimiser study's analysis on hand-built runs: OLS and R² against closed forms, the
+pooled-vs-stratified comparison, spreads, Spearman, and the plots."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sail.em.analysis import analyse, loss_alignment_r2, ols_fit, optimizer_spread, spearman
+from sail.em.study_plots import plot_all
+
+
+def test_ols_matches_polyfit_and_r2_definition():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=40)
+    y = 3.0 - 2.0 * x + rng.normal(scale=0.5, size=40)
+    fit = ols_fit(x, y)
+    slope, intercept = np.polyfit(x, y, 1)
+    assert fit["slope"] == pytest.approx(slope) and fit["intercept"] == pytest.approx(intercept)
+    assert fit["r2"] == pytest.approx(np.corrcoef(x, y)[0, 1] ** 2)
+
+
+def test_degenerate_fits_fall_back_to_the_mean():
+    assert ols_fit([1.0, 1.0, 1.0], [1.0, 2.0, 3.0])["slope"] == 0.0
+    assert ols_fit([1.0], [5.0])["intercept"] == 5.0
+    assert ols_fit([1.0, 2.0], [4.0, 4.0])["r2"] is None  # nothing to explain
+
+
+def _runs(offsets, n=6, noise=0.0, seed=0):
+    """Alignment = offset_g − 10·log L exactly (plus noise): same slope, optimiser-specific level."""
+    rng = np.random.default_rng(seed)
+    runs = []
+    for g, offset in offsets.items():
+        for i in range(n):
+            loss = math.exp(rng.uniform(-2, 0))
+            runs.append({"optimizer": g, "final_train_loss": loss, "alignment": offset - 10 * math.log(loss) + noise * rng.normal(),
+                         "misalignment_rate": max(0.0, (100 - offset) / 100), "misalignment_rate_all": 0.0, "flatness": offset / 100,
+                         "spectral_coef": 0.0 if i % 2 else 0.1})
+    return runs
+
+
+def test_stratified_r2_sees_optimiser_levels_that_pooled_misses():
+    runs = _runs({"adamw": 40.0, "muon": 80.0})
+    fit = loss_alignment_r2(runs)
+    assert fit["r2_stratified"] == pytest.approx(1.0)
+    assert fit["r2_pooled"] < 0.5
+    assert fit["per_optimizer"]["muon"]["slope"] == pytest.approx(-10.0)
+    # negative control: one common level → pooled explains it all too
+    same = loss_alignment_r2(_runs({"adamw": 60.0, "muon": 60.0}))
+    assert same["r2_pooled"] == pytest.approx(1.0) and same["r2_stratified"] == pytest.approx(1.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(offsets=st.lists(st.floats(0, 100), min_size=1, max_size=4), noise=st.floats(0, 20), seed=st.integers(0, 10))
+def test_stratified_r2_is_never_below_pooled(offsets, noise, seed):
+    fit = loss_alignment_r2(_runs({f"g{i}": o for i, o in enumerate(offsets)}, noise=noise, seed=seed))
+    if fit["r2_pooled"] is not None:
+        assert fit["r2_stratified"] >= fit["r2_pooled"] - 1e-9
+        assert fit["r2_stratified"] <= 1 + 1e-9
+
+
+def test_spread_and_spearman():
+    runs = _runs({"adamw": 30.0, "muon": 90.0}, n=4)
+    spread = optimizer_spread(runs)
+    assert spread["per_optimizer"]["adamw"]["mean"] == pytest.approx(0.7)
+    assert spread["max_over_min"] == pytest.approx(0.7 / 0.1)
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 45]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 1, 1], [1, 2, 3]) is None
+
+
+def test_analysis_and_plots(tmp_path):
+    runs = _runs({"adamw": 40.0, "lion": 55.0, "muon": 80.0, "sgd": 60.0}, noise=3.0)
+    for r in runs:
+        r["trajectory"] = [{"step": s, "train_loss": r["final_train_loss"] * (4 - s), "alignment": r["alignment"] + 5 * (3 - s)} for s in range(4)]
+    out = analyse(runs)
+    assert {"r2_pooled", "r2_stratified", "spread", "flatness_vs_misalignment_spearman", "misalignment_by_spectral_coef"} <= set(out)
+    assert out["flatness_vs_misalignment_spearman"] == pytest.approx(-1.0)
+    paths = plot_all(runs, tmp_path)
+    assert len(paths) == 4 and all(p.stat().st_size > 10_000 for p in paths)
