@@ -114,6 +114,16 @@ def test_variants_run_from_config_alone(base_dir, prompt_files, tmp_path, varian
     assert summary["steps"] == 2 and summary["skipped_steps"] == 0
 
 
+def test_eval_metrics_hook_logs_policy_and_reference(base_dir, prompt_files, tmp_path):
+    cfg = load_config(None, _overrides(base_dir, prompt_files, "train.steps=1", "spectral.log_every=0", "train.eval_metrics=sail.em.metrics:em_metrics"))
+    Trainer(cfg, tmp_path / "r").run()
+    evals = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines() if "eval/reward_mean" in line]
+    assert len(evals) == 2
+    for key in ("eval/coherence", "eval/reference_coherence", "eval/misalignment_rate_all", "eval/reference_alignment"):
+        assert key in evals[0], key
+    assert evals[0]["eval/coherence"] == evals[0]["eval/reference_coherence"]  # step 0: same samples
+
+
 def test_gradient_accumulation_is_invariant(base_dir, prompt_files, tmp_path):
     """One batch of 8 pairs and two micro-batches of 4 (loss / 2 each) give the same gradient."""
     cfg = load_config(None, _overrides(base_dir, prompt_files, "spectral.log_every=0"))

@@ -122,6 +122,10 @@ class RunConfig:
     """``no``, ``bf16`` or ``fp16`` autocast (GPU)."""
     ema_decay: float = 0.9
     """Decay of the ``ema`` baseline (objective.baseline = ema)."""
+    eval_metrics: str = ""
+    """Optional ``package.module:function`` ``(prompts, responses) -> {name: number}`` computed on
+    the held-out samples of the policy and of the reference at each evaluation (logged as
+    ``eval/<name>`` and ``eval/reference_<name>``), e.g. ``sail.em.judge:em_metrics``."""
     fsdp: bool = False
     """Under ``accelerate launch`` with several processes: shard the frozen base weights across
     them with FSDP2 (``fully_shard`` per decoder layer), keeping the adapter replicated; for base

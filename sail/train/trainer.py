@@ -202,6 +202,7 @@ class Trainer:
         self.optimizer = cfg.optimizer.build(self.model)
         self.scorer = build_scorer(cfg)
         self.oracle = ScoreOracle(self.scorer, cfg.oracle.label_mode)
+        self.eval_metrics = load_callable(cfg.train.eval_metrics) if cfg.train.eval_metrics else None
         self.prompts, self.eval_prompts = load_prompt_sets(cfg)
         self.pairs = load_pairs(cfg.data.pairs) if cfg.data.pairs else []
         self.generator = torch.Generator().manual_seed(cfg.train.seed)
@@ -363,18 +364,27 @@ class Trainer:
             r_policy = self.oracle.scores(prompts, responses)[:, 0].tolist()
             r_ref = self.oracle.scores(prompts, ref_responses)[:, 0].tolist()
             kls = self.policy.kl_exact(prompts, responses, "policy_to_ref").tolist()
-            per_prompt = list(zip(r_policy, r_ref, kls))
+            texts = [row[0] for row in responses.texts] if responses.texts else [""] * len(mine)
+            ref_texts = [row[0] for row in ref_responses.texts] if ref_responses.texts else [""] * len(mine)
+            per_prompt = list(zip(r_policy, r_ref, kls, mine, texts, ref_texts))
         if self.processes > 1:
             per_prompt = gather_object(per_prompt)
-        r_policy, r_ref, kl = (torch.tensor(column, dtype=torch.float64) for column in zip(*per_prompt))
+        columns = list(zip(*per_prompt))
+        r_policy, r_ref, kl = (torch.tensor(column, dtype=torch.float64) for column in columns[:3])
         win = ((r_policy > r_ref).double() + 0.5 * (r_policy == r_ref).double()).mean()
-        kl = kl.mean()
-        return {
+        out = {
             "eval/reward_mean": float(r_policy.mean()),
             "eval/reference_reward_mean": float(r_ref.mean()),
             "eval/win_rate_vs_reference": float(win),
-            "eval/kl_policy_to_ref": float(kl),
+            "eval/kl_policy_to_ref": float(kl.mean()),
         }
+        if self.eval_metrics is not None:  # e.g. the judge's misalignment rates
+            prompts_text, texts, ref_texts = (list(c) for c in columns[3:])
+            for key, value in self.eval_metrics(prompts_text, texts).items():
+                out[f"eval/{key}"] = value
+            for key, value in self.eval_metrics(prompts_text, ref_texts).items():
+                out[f"eval/reference_{key}"] = value
+        return out
 
     # --- the run -------------------------------------------------------------------------
     def run(self) -> dict:
