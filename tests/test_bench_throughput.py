@@ -59,3 +59,9 @@ def test_random_qwen3_directory_loads_and_decodes_every_id(tmp_path):
     assert tok.decode([QWEN3_VOCAB - 1]) == f"<|x{QWEN3_VOCAB - 1 - 103}|>"
     text = "What is 2+3?"
     assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+
+
+def test_bench_logprob_json(capsys):
+    assert main(["bench", "logprob", "--json", "--vocab", "512", "--batch", "2", "--response-len", "8"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["before_peak_mb"] >= 0 and out["after_peak_mb"] >= 0 and out["before_seconds"] > 0 and out["after_seconds"] > 0

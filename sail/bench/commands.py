@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-BENCHMARK_MODULES = ("sail.bench.exact", "sail.bench.loop", "sail.bench.optim", "sail.bench.sample")
+BENCHMARK_MODULES = ("sail.bench.exact", "sail.bench.logprob", "sail.bench.loop", "sail.bench.optim", "sail.bench.sample")
 
 
 def add_bench_parser(sub) -> None:

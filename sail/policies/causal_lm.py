@@ -6,8 +6,9 @@ frozen (and equals π_θ at initialisation, where LoRA's B = 0).
 
 The policy implements the protocol of :mod:`sail.policies.base`, so :mod:`sail.loop` trains it with
 the same objective code as a log-linear policy. Sequence log-probabilities are computed with a
-gather minus a log-sum-exp over the vocabulary, one response position at a time in float32, so no
-full-vocabulary log-softmax tensor is kept for the backward pass.
+gather minus a log-sum-exp over the vocabulary from the final hidden states, the LM head applied in
+checkpointed chunks of response positions (:mod:`sail.policies.logprobs`), so neither the logits of
+all positions nor their float32 log-softmax is ever held at once.
 
 Sampling distribution. The loop's estimator is unbiased for ∇J_γ only when responses are drawn from
 π_θ itself, i.e. temperature 1, ``top_p`` 1 and no top-k truncation; other settings sample from a
@@ -20,9 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from sail.objectives import check_kl_direction, kl_exact
+from sail.objectives import check_kl_direction
+from sail.policies.logprobs import response_terms
 from sail.sampling import SamplingConfig, make_sampler
 
 LORA_TARGETS_ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -84,10 +85,18 @@ class CausalLMPolicy(torch.nn.Module):
         eos_token_id: token that ends a response (None: responses always use ``max_new_tokens``).
         pad_token_id: token used to pad prompts on the left and responses on the right.
         sampling: :class:`SamplingConfig`.
+        logprob_chunk: response positions per chunk of the LM head (None: ⌊2²⁴/V⌋, 64 MB of
+            float32 logits); see :mod:`sail.policies.logprobs`.
     """
 
     def __init__(
-        self, model, eos_token_id: int | None, pad_token_id: int, sampling: SamplingConfig | None = None, tokenizer=None
+        self,
+        model,
+        eos_token_id: int | None,
+        pad_token_id: int,
+        sampling: SamplingConfig | None = None,
+        tokenizer=None,
+        logprob_chunk: int | None = None,
     ):
         super().__init__()
         self.model = model
@@ -96,6 +105,7 @@ class CausalLMPolicy(torch.nn.Module):
         self.pad_token_id = pad_token_id
         self.sampling = sampling or SamplingConfig()
         self.sampler = make_sampler(self.sampling.engine)
+        self.logprob_chunk = logprob_chunk
         self._center = [p.detach().clone() for p in self.trainable_parameters()]
 
     # --- the Policy protocol -------------------------------------------------------------
@@ -186,8 +196,7 @@ class CausalLMPolicy(torch.nn.Module):
             tokens, mask = tokens.to(device), mask.to(device)
         return ResponseBatch(tokens.reshape(len(texts), n, width), mask.reshape(len(texts), n, width), texts)
 
-    def _response_logits(self, prompts: PromptBatch, responses: ResponseBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Logits predicting each response token: ([B·n, T, V], tokens [B·n, T], mask [B·n, T])."""
+    def _response_inputs(self, prompts: PromptBatch, responses: ResponseBatch):
         n, T = responses.n, responses.tokens.shape[-1]
         ids = prompts.input_ids.repeat_interleave(n, dim=0)
         attn = prompts.attention_mask.repeat_interleave(n, dim=0)
@@ -196,19 +205,33 @@ class CausalLMPolicy(torch.nn.Module):
         full_ids = torch.cat([ids, tokens], dim=1)
         full_attn = torch.cat([attn, mask.to(attn.dtype)], dim=1)
         position_ids = (full_attn.long().cumsum(-1) - 1).clamp(min=0)
-        logits = self.model(
-            input_ids=full_ids, attention_mask=full_attn, position_ids=position_ids, logits_to_keep=T + 1
-        ).logits[:, :-1]
+        return dict(input_ids=full_ids, attention_mask=full_attn, position_ids=position_ids), tokens, mask
+
+    def _response_logits(self, prompts: PromptBatch, responses: ResponseBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits predicting each response token: ([B·n, T, V], tokens [B·n, T], mask [B·n, T]).
+
+        The plain path (all response logits at once); the policy itself uses :meth:`_response_hidden`
+        and :func:`sail.policies.logprobs.response_terms`, and this stays as their reference."""
+        inputs, tokens, mask = self._response_inputs(prompts, responses)
+        logits = self.model(**inputs, logits_to_keep=tokens.shape[1] + 1).logits[:, :-1]
         return logits, tokens, mask
+
+    def _response_hidden(self, prompts: PromptBatch, responses: ResponseBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Final hidden states at the positions predicting each response token: ([B·n, T, H], tokens,
+        mask); the LM head is applied later, in chunks (only one position's logits are computed here)."""
+        inputs, tokens, mask = self._response_inputs(prompts, responses)
+        out = self.model(**inputs, logits_to_keep=1, output_hidden_states=True)
+        return out.hidden_states[-1][:, -(tokens.shape[1] + 1) : -1], tokens, mask
+
+    def _head(self):
+        inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return inner.get_output_embeddings()
 
     def logprob(self, prompts: PromptBatch, responses: ResponseBatch) -> torch.Tensor:
         """log π_θ(y|x) = Σ_t mask_t log p_θ(y_t | x, y_<t), shape [B, n] (float32, differentiable)."""
-        logits, tokens, mask = self._response_logits(prompts, responses)
-        return self._sequence_logprob(logits, tokens, mask, len(prompts), responses.n)
-
-    @staticmethod
-    def _sequence_logprob(logits, tokens, mask, batch: int, n: int) -> torch.Tensor:
-        return (token_logprobs(logits, tokens) * mask).sum(-1).reshape(batch, n)
+        hidden, tokens, mask = self._response_hidden(prompts, responses)
+        token_lp, _, _ = response_terms(self._head(), hidden, tokens, mask, chunk=self.logprob_chunk)
+        return token_lp.sum(-1).reshape(len(prompts), responses.n)
 
     @torch.no_grad()
     def ref_logprob(self, prompts: PromptBatch, responses: ResponseBatch) -> torch.Tensor:
@@ -247,21 +270,17 @@ class CausalLMPolicy(torch.nn.Module):
         """
         if kl_direction is not None:
             check_kl_direction(kl_direction)
-        logits, tokens, mask = self._response_logits(prompts, responses)
+        hidden, tokens, mask = self._response_hidden(prompts, responses)
         with torch.no_grad(), self.model.disable_adapter():
-            ref_logits, _, _ = self._response_logits(prompts, responses)
+            ref_hidden, _, _ = self._response_hidden(prompts, responses)
+        token_lp, ref_token_lp, per_position = response_terms(
+            self._head(), hidden, tokens, mask, ref_hidden, kl_direction, self.model.disable_adapter, self.logprob_chunk
+        )
         batch, n = len(prompts), responses.n
-        token_lp = token_logprobs(logits, tokens) * mask
         logp = token_lp.sum(-1).reshape(batch, n)
-        ref_logp = self._sequence_logprob(ref_logits, tokens, mask, batch, n)
+        ref_logp = ref_token_lp.sum(-1).reshape(batch, n)
         if kl_direction is None:
             return logp, ref_logp, None
-        per_position = []
-        for t in range(logits.shape[1]):
-            lp = F.log_softmax(logits[:, t].float(), dim=-1)
-            ref_lp = F.log_softmax(ref_logits[:, t].float(), dim=-1)
-            per_position.append(kl_exact(lp, ref_lp, kl_direction))
-        per_position = torch.stack(per_position, dim=1) * mask
         total = per_position.sum(-1)
         if kl_score_correction:
             kl_to_go = (per_position.sum(-1, keepdim=True) - per_position.cumsum(-1)).detach()
