@@ -151,6 +151,29 @@ def test_gradient_accumulation_is_invariant(base_dir, prompt_files, tmp_path):
     torch.testing.assert_close(split, whole, rtol=1e-4, atol=1e-7)
 
 
+def test_activation_checkpointing_and_chunking_leave_the_gradient_unchanged(base_dir, prompt_files, tmp_path):
+    """Recomputing layer activations, and the LM head in chunks of 3 positions, give the gradient
+    of the plain computation."""
+    def gradient(*extra):
+        cfg = load_config(None, _overrides(base_dir, prompt_files, "spectral.log_every=0", *extra))
+        trainer = Trainer(cfg, tmp_path / "r")
+        policy = trainer.policy
+        base = policy.model.get_base_model()
+        assert getattr(base, "is_activation_checkpointing", False) == cfg.train.activation_checkpointing
+        prompts = policy.encode_prompts(task.sample_prompts(4, seed=5))
+        responses = policy.sample(prompts, 2, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            for name, p in policy.model.named_parameters():
+                if "lora_B" in name:
+                    p.copy_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+        loss, _ = sail_loss(policy, prompts, responses, torch.tensor([1.0, 0.0, 1.0, 0.5]), SailConfig(gamma=0.1))
+        loss.backward()
+        return torch.cat([p.grad.flatten() for p in policy.trainable_parameters()])
+
+    plain = gradient()
+    torch.testing.assert_close(gradient("train.activation_checkpointing=true", "train.logprob_chunk=3"), plain, rtol=1e-4, atol=1e-7)
+
+
 def test_nonfinite_losses_are_skipped_then_stop(base_dir, prompt_files, tmp_path, monkeypatch):
     cfg = load_config(None, _overrides(base_dir, prompt_files, "train.steps=5", "train.max_nonfinite=2", "spectral.log_every=0"))
     trainer = Trainer(cfg, tmp_path / "r")

@@ -122,6 +122,11 @@ class RunConfig:
     """``no``, ``bf16`` or ``fp16`` autocast (GPU)."""
     ema_decay: float = 0.9
     """Decay of the ``ema`` baseline (objective.baseline = ema)."""
+    activation_checkpointing: bool = False
+    """Recompute decoder-layer activations in the backward (less memory, ~⅓ more compute)."""
+    logprob_chunk: int = 0
+    """Response positions per chunk of the LM head in the loss (0: ⌊2²⁴/V⌋, 64 MB of float32
+    logits per chunk); see :mod:`sail.policies.logprobs`."""
     eval_metrics: str = ""
     """Optional ``package.module:function`` ``(prompts, responses) -> {name: number}`` computed on
     the held-out samples of the policy and of the reference at each evaluation (logged as
@@ -140,6 +145,8 @@ class RunConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        if self.logprob_chunk < 0:
+            raise ValueError(f"logprob_chunk must be >= 0, got {self.logprob_chunk}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 

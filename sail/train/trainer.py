@@ -78,8 +78,18 @@ def load_policy(cfg: TrainConfig) -> CausalLMPolicy:
         raise TrainingError(f"model.name_or_path {path!r} could not be loaded: {exc}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if cfg.train.activation_checkpointing:
+        # recompute each decoder layer's activations in the backward; with a frozen base the
+        # embeddings' output must require grad for the checkpointed layers to see a graph
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers ≥ 5.2x; the old name is deprecated
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
     peft_model = attach_lora(model, cfg.model.lora, seed=cfg.train.seed)
-    return CausalLMPolicy(peft_model, tokenizer.eos_token_id, tokenizer.pad_token_id, cfg.sampling, tokenizer)
+    return CausalLMPolicy(
+        peft_model, tokenizer.eos_token_id, tokenizer.pad_token_id, cfg.sampling, tokenizer, logprob_chunk=cfg.train.logprob_chunk or None
+    )
 
 
 def build_scorer(cfg: TrainConfig):
