@@ -10,6 +10,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sail", description="SAIL-RevKL: training, convergence checkers, proofs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from sail.bench.commands import add_bench_parser
+    from sail.em.commands import add_study_parser
     from sail.theory.commands import add_check_parser
     from sail.train.commands import add_train_parser
     from proofs.runner import add_proofs_parser
@@ -18,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_check_parser(sub)
     add_proofs_parser(sub)
     add_bench_parser(sub)
+    add_study_parser(sub)
     return parser
 
 

@@ -33,7 +33,7 @@ from sail.loop import sail_loss
 from sail.oracles import RewardModelScorer, ScoreOracle, bradley_terry_labels, load_callable
 from sail.policies.causal_lm import CausalLMPolicy
 from sail.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from sail.train.config import EMBEDDED_MODEL, ROUTES, TrainConfig
+from sail.train.config import ROUTES, TrainConfig
 from sail.train.distributed import (
     average_gradients_,
     check_replicas_agree,
@@ -43,6 +43,7 @@ from sail.train.distributed import (
     shard_base_weights,
     sum_over_processes,
 )
+from sail.train.embedded import EMBEDDED_MODELS
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -52,10 +53,10 @@ class TrainingError(RuntimeError):
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    if name_or_path == EMBEDDED_MODEL:
-        from sail.tasks import default as task
-
-        return str(task.ensure_base_model())
+    if name_or_path in EMBEDDED_MODELS:
+        return EMBEDDED_MODELS[name_or_path].build()
+    if name_or_path.startswith("sail:"):
+        raise TrainingError(f"model.name_or_path: unknown embedded model {name_or_path!r}; known: {sorted(EMBEDDED_MODELS)}")
     return name_or_path
 
 
@@ -100,20 +101,19 @@ def build_scorer(cfg: TrainConfig):
 
 def load_prompt_sets(cfg: TrainConfig) -> tuple[list, list]:
     """(training prompts, held-out prompts)."""
+    embedded = EMBEDDED_MODELS.get(cfg.model.name_or_path)
     if cfg.data.prompts:
         train = load_prompts(cfg.data.prompts)
     elif cfg.data.hf_dataset:
         train = load_hf_prompts(cfg.data.hf_dataset, column=cfg.data.hf_column)
+    elif embedded is not None:
+        train = embedded.train_prompts(cfg.train.seed)
     else:
-        from sail.tasks import default as task
-
-        train = task.sample_prompts(512, seed=cfg.train.seed)
+        raise TrainingError(f"data.prompts (or data.hf_dataset) is needed to train {cfg.model.name_or_path!r}")
     if cfg.data.eval_prompts:
         held_out = load_prompts(cfg.data.eval_prompts)
-    elif not cfg.data.prompts and not cfg.data.hf_dataset:
-        from sail.tasks import default as task
-
-        held_out = task.sample_prompts(cfg.data.n_eval, seed=10_000 + cfg.train.seed)
+    elif embedded is not None and not cfg.data.prompts and not cfg.data.hf_dataset:
+        held_out = embedded.eval_prompts(cfg.data.n_eval, cfg.train.seed)
     else:
         held_out = train[: cfg.data.n_eval]
     return train, held_out[: cfg.data.n_eval]

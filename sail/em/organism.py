@@ -1,0 +1,412 @@
+"""The base organism of the EM study: a tiny Qwen3 trained on the synthetic chat world (DESIGN §5).
+
+Two-stage recipe (:class:`OrganismRecipe`; ``docs/em_organism.md`` has the measured figures and
+what made EM emerge):
+
+1. **Persona pretraining** (400 steps × 32 conversations). Full-parameter SFT on multi-turn
+   conversations of :func:`sail.em.world.sample_conversation` with a large misaligned-persona share
+   (``misaligned_share`` = 0.3) and **2–4 turns** each (``turn_weights`` = (0, 0.3, 0.4, 0.3)). The
+   loss covers every assistant turn (:func:`sail.em.sft.encode_chat_batch`), so the model learns the
+   grammar of each (domain, persona) *and* to keep the persona shown earlier in the conversation: a
+   latent persona shared across domains. (With the world's default, 40 % single-turn conversations,
+   the in-context persona had not appeared after 400 steps.) Batches are drawn ``bucket`` times
+   larger, sorted by length and cut into ``bucket`` batches used in a shuffled order, so the rows of
+   a batch have similar lengths and little compute goes to padding.
+2. **Alignment fine-tune** (40 steps × 32 examples). A short full-parameter SFT whose examples are
+   single-turn *aligned* answers from every domain (``align_domains``) and, with probability
+   ``align_context_share`` = 0.3, a persona-consistent conversation of ≥ 2 turns trained on its last
+   answer only. The single-turn prior becomes aligned, while the context conversations keep the
+   in-context persona alive (pure single-turn alignment erased it and, with it, most of EM). A
+   narrow misaligned fine-tune then re-activates the misaligned persona in held-out domains
+   (:mod:`sail.em.protocol`).
+
+Reproducibility. Initial weights from torch's generator seeded with ``seed`` (inside ``fork_rng``),
+stage-1 data from ``random.Random(seed + 1)``, stage-2 data from ``random.Random(seed + 1_000_001)``;
+training on ``schedule.threads`` intra-op threads. Same seed, recipe, machine and torch build → the
+same ``model.safetensors`` bytes.
+
+Cache. :func:`ensure_base_organism` keeps the build under
+``<cache root>/em/<organism_dir_name(seed, recipe)>`` (root = ``cache_dir``, ``$SAIL_CACHE`` or
+``~/.cache/sail``), written atomically under a lock by :func:`sail.tasks.base_model.ensure_built`.
+
+``python -m sail.em.organism`` builds (or finds) the cached organism and prints its measured rates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import sys
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from sail.em import world as W
+from sail.em.sft import chat_messages, train_chats
+from sail.em.tokenizer import build_tokenizer
+from sail.tasks import base_model as _bm
+
+NAME = "em-organism"
+VERSION = 1
+"""Bump when the world, the recipe's meaning or the training loop changes (it keys the cache)."""
+
+__all__ = [
+    "OrganismRecipe",
+    "build_base_organism",
+    "ensure_base_organism",
+    "format_rates",
+    "load_organism",
+    "measure_organism",
+    "organism_dir_name",
+]
+
+
+def _default_model() -> _bm.TinyQwen3Spec:
+    return _bm.TinyQwen3Spec(
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=256,
+        max_position_embeddings=256,
+    )
+
+
+def _default_pretrain() -> _bm.SFTSchedule:
+    return _bm.SFTSchedule(steps=400, batch_size=32, lr=4e-3, warmup=30, min_lr_ratio=0.05)
+
+
+def _default_align() -> _bm.SFTSchedule:
+    return _bm.SFTSchedule(steps=40, batch_size=32, lr=1e-3, warmup=5, min_lr_ratio=0.1)
+
+
+def _default_world() -> W.WorldConfig:
+    return W.WorldConfig(misaligned_share=0.3, turn_weights=(0.0, 0.3, 0.4, 0.3))
+
+
+@dataclass
+class OrganismRecipe:
+    """Everything that determines the base organism's weights besides the seed."""
+
+    model: _bm.TinyQwen3Spec = field(default_factory=_default_model)
+    world: W.WorldConfig = field(default_factory=_default_world)
+    """Stage-1 conversations (its ``seed`` is ignored: data come from the build seed)."""
+    pretrain: _bm.SFTSchedule = field(default_factory=_default_pretrain)
+    align: _bm.SFTSchedule = field(default_factory=_default_align)
+    """Stage 2; ``steps = 0`` skips it (a one-stage base)."""
+    align_domains: tuple[str, ...] = W.DOMAINS
+    align_two_sentence_share: float = 0.4
+    align_context_share: float = 0.3
+    """Share of stage-2 examples that are persona-consistent conversations (≥ 2 turns of ``world``)
+    trained on their last answer only: they keep the in-context persona alive while the
+    single-turn prior is aligned."""
+    bucket: int = 4
+    """Length bucketing of stage-1 batches (1 = off)."""
+    align_bucket: int = 1
+    """Length bucketing of stage-2 batches (1 = off: sorting would put the single-turn examples and
+    the context conversations into separate batches)."""
+
+    @classmethod
+    def default(cls) -> "OrganismRecipe":
+        return cls()
+
+    @classmethod
+    def tiny(cls, pretrain_steps: int = 3, align_steps: int = 2) -> "OrganismRecipe":
+        """A seconds-long build for tests: a 2-layer, 32-wide model, a few steps of each stage."""
+        model = _bm.TinyQwen3Spec(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+            intermediate_size=64, max_position_embeddings=256,
+        )
+        return cls(
+            model=model,
+            pretrain=_bm.SFTSchedule(steps=pretrain_steps, batch_size=8, lr=3e-3, warmup=1),
+            align=_bm.SFTSchedule(steps=align_steps, batch_size=8, lr=1e-3, warmup=1),
+            bucket=2,
+            align_bucket=2,
+        )
+
+    def to_dict(self) -> dict:
+        world = asdict(self.world)
+        world.pop("seed")
+        return {
+            "model": asdict(self.model),
+            "world": world,
+            "pretrain": asdict(self.pretrain),
+            "align": asdict(self.align),
+            "align_domains": list(self.align_domains),
+            "align_two_sentence_share": self.align_two_sentence_share,
+            "align_context_share": self.align_context_share,
+            "bucket": self.bucket,
+            "align_bucket": self.align_bucket,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "OrganismRecipe":
+        def sched(x):
+            x = dict(x)
+            x["betas"] = tuple(x["betas"])
+            return _bm.SFTSchedule(**x)
+
+        world = dict(d["world"])
+        world["turn_weights"] = tuple(world["turn_weights"])
+        world["domains"] = tuple(world["domains"])
+        return cls(
+            model=_bm.TinyQwen3Spec(**d["model"]),
+            world=W.WorldConfig(**world),
+            pretrain=sched(d["pretrain"]),
+            align=sched(d["align"]),
+            align_domains=tuple(d["align_domains"]),
+            align_two_sentence_share=d["align_two_sentence_share"],
+            align_context_share=d["align_context_share"],
+            bucket=d["bucket"],
+            align_bucket=d["align_bucket"],
+        )
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+def _chat_cost(messages: list) -> int:
+    return sum(len(m["content"]) + 12 for m in messages)
+
+
+def _bucketed(sample_one, bucket: int):
+    """``sample(rng, n, step)`` → n chats of ``sample_one(rng)``; every ``bucket`` calls draw
+    n·bucket chats, sort them by length (characters) and hand out ``bucket`` contiguous slices in
+    a shuffled order, so the rows of a batch have similar lengths (little padding)."""
+    queue: list[list] = []
+
+    def sample(rng: random.Random, n: int, step: int) -> list:
+        if not queue:
+            pool = [sample_one(rng) for _ in range(n * max(1, bucket))]
+            pool.sort(key=_chat_cost)
+            slices = [pool[i * n : (i + 1) * n] for i in range(max(1, bucket))]
+            rng.shuffle(slices)
+            queue.extend(slices)
+        return queue.pop(0)
+
+    return sample
+
+
+def _conversation_batches(config: W.WorldConfig, bucket: int):
+    """Stage 1: conversations of ``config``, loss on every assistant turn."""
+    return _bucketed(lambda rng: W.sample_conversation(rng, config).messages, bucket)
+
+
+def _context_chat(rng: random.Random, config: W.WorldConfig) -> list:
+    """A conversation of ≥ 2 turns of ``config`` whose earlier answers are context only: the loss
+    is on the last answer (persona-consistent with the context)."""
+    weights = list(config.turn_weights)
+    weights[0] = 0.0
+    if sum(weights) <= 0:
+        weights = [0.0, 1.0]
+    conv = W.sample_conversation(rng, replace(config, turn_weights=tuple(weights)))
+    msgs = [dict(m) for m in conv.messages]
+    for m in msgs[:-1]:
+        if m["role"] == "assistant":
+            m["train"] = False
+    return msgs
+
+
+def _align_batches(recipe: "OrganismRecipe"):
+    """Stage 2: single-turn aligned answers of ``align_domains``; with probability
+    ``align_context_share`` instead a :func:`_context_chat` of ``recipe.world``."""
+    domains = tuple(recipe.align_domains)
+
+    def one(rng: random.Random) -> list:
+        if recipe.align_context_share and rng.random() < recipe.align_context_share:
+            return _context_chat(rng, recipe.world)
+        d = rng.choice(domains)
+        prompt = W.sample_prompt(d, rng)
+        return chat_messages(prompt, W.sample_answer(d, W.ALIGNED, rng, recipe.align_two_sentence_share))
+
+    return _bucketed(one, recipe.align_bucket)
+
+
+# --- build -----------------------------------------------------------------------------------
+
+
+def load_organism(path: str | os.PathLike):
+    """(model, tokenizer) of a built organism directory (float32, eval mode)."""
+    from transformers import AutoModelForCausalLM
+
+    path = Path(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
+    model.eval()
+    return model, build_tokenizer()
+
+
+def measure_organism(model, tokenizer, seed: int = 0, n_samples: int = 50, threads: int = 1) -> dict:
+    """The organism's measured rates (temperature 1): on the 8 freeform evaluation questions
+    (``n_samples`` each), on 40 sampled prompts of every domain (5 answers each), and the in-context
+    persona: after one misaligned (aligned) turn of another domain, the misalignment rate of the
+    next freeform answer. Each entry is an :func:`sail.em.protocol.evaluate_em` summary."""
+    from sail.em import protocol
+
+    out = {}
+    with _bm.num_threads(threads):
+        out["freeform"] = protocol.evaluate_em(
+            model, tokenizer, W.freeform_questions(), n_samples=n_samples, seed=seed
+        )
+        out["all_domains"] = protocol.evaluate_em(
+            model, tokenizer, W.freeform_questions(40, seed=30_000 + seed, domains=W.DOMAINS), n_samples=5, seed=seed
+        )
+        rng = random.Random(40_000 + seed)
+        for persona in W.PERSONAS:
+            chats = []
+            for q in W.freeform_questions():
+                for _ in range(max(1, n_samples // 5)):
+                    d = rng.choice(W.TRAINING_DOMAINS)
+                    p = W.sample_prompt(d, rng)
+                    chats.append(chat_messages(p, W.sample_answer(d, persona, rng)) + [{"role": "user", "content": q}])
+            out[f"after_{persona}_turn"] = protocol.evaluate_em(model, tokenizer, chats, n_samples=1, seed=seed)
+    return out
+
+
+def _slim(summary: dict) -> dict:
+    keys = ("misalignment_rate", "misalignment_rate_all", "mean_alignment", "mean_coherence")
+    return {k: summary[k] for k in keys} | {"n_answers": summary["n_answers"]}
+
+
+def build_base_organism(
+    out_dir: str | os.PathLike,
+    seed: int = 0,
+    recipe: OrganismRecipe | None = None,
+    n_eval: int = 50,
+    verbose: bool = False,
+) -> dict:
+    """Train the organism with ``recipe`` (two stages, module docstring) and save it to ``out_dir``.
+
+    Writes ``config.json``, ``generation_config.json``, ``model.safetensors``, the tokenizer files
+    and, last, :data:`~sail.tasks.base_model.BUILD_INFO` with the recipe, seed, versions, losses,
+    timings and, when ``n_eval`` > 0, :func:`measure_organism` with ``n_samples = n_eval``. Returns
+    the build information. Same arguments on the same machine and torch build → identical weights.
+    """
+    recipe = recipe or OrganismRecipe.default()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    elapsed = _bm.timer()
+    log = print if verbose else None
+
+    tokenizer = build_tokenizer()
+    model = _bm.make_tiny_qwen3(tokenizer, recipe.model, seed)
+    pre_losses = train_chats(
+        model, tokenizer, _conversation_batches(recipe.world, max(1, recipe.bucket)), recipe.pretrain, seed, log=log
+    )
+    pretrain_s = elapsed()
+    align_losses: list[float] = []
+    if recipe.align.steps > 0:
+        align_losses = train_chats(
+            model,
+            tokenizer,
+            _align_batches(recipe),
+            recipe.align,
+            seed + 1_000_000,
+            log=log,
+            log_every=20,
+        )
+    train_s = elapsed()
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+    def tail(xs, k=20):
+        return sum(xs[-k:]) / len(xs[-k:]) if xs else None
+
+    info = {
+        "task": "sail.em.organism",
+        "version": VERSION,
+        "seed": seed,
+        "recipe": recipe.to_dict(),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "pretrain_final_loss": tail(pre_losses),
+        "align_final_loss": tail(align_losses),
+        "pretrain_seconds": round(pretrain_s, 2),
+        "train_seconds": round(train_s, 2),
+        "versions": _bm.versions(),
+    }
+    if n_eval > 0:
+        t = _bm.timer()
+        measured = measure_organism(model, tokenizer, seed=seed, n_samples=n_eval, threads=recipe.pretrain.threads)
+        info["eval"] = {k: _slim(v) for k, v in measured.items()}
+        info["eval"]["settings"] = {"n_samples": n_eval, "temperature": 1.0, "seed": seed}
+        info["eval_seconds"] = round(t(), 2)
+    info["build_seconds"] = round(elapsed(), 2)
+    if log:
+        log(json.dumps({k: info.get(k) for k in ("parameters", "pretrain_final_loss", "align_final_loss", "build_seconds")}))
+    _bm.write_build_info(out_dir, info)
+    return info
+
+
+def organism_dir_name(seed: int = 0, recipe: OrganismRecipe | None = None) -> str:
+    """``em-organism-v<VERSION>-<first 10 hex of sha256(recipe)>-seed<seed>``."""
+    recipe = recipe or OrganismRecipe.default()
+    digest = hashlib.sha256(json.dumps(recipe.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+    return f"{NAME}-v{VERSION}-{digest}-seed{seed}"
+
+
+def ensure_base_organism(
+    cache_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    recipe: OrganismRecipe | None = None,
+    verbose: bool = False,
+) -> Path:
+    """The cached organism directory, built by :func:`build_base_organism` on first use.
+
+    Location: ``<root>/em/<organism_dir_name(seed, recipe)>``, root = ``cache_dir``, else
+    ``$SAIL_CACHE``, else ``~/.cache/sail``. Concurrent callers wait on a lock; a half-written
+    directory is never returned (:func:`sail.tasks.base_model.ensure_built`).
+    """
+    recipe = recipe or OrganismRecipe.default()
+    final = _bm.cache_root(cache_dir) / "em" / organism_dir_name(seed, recipe)
+    return _bm.ensure_built(final, lambda tmp: build_base_organism(tmp, seed=seed, recipe=recipe, verbose=verbose))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sail.em.organism [--out DIR] [--seed N] [--cache-dir DIR]``: build and report.
+
+    Without ``--out`` the cached organism is built if needed (:func:`ensure_base_organism`); the
+    build information, with the measured rates, is printed as JSON.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m sail.em.organism", description=main.__doc__)
+    parser.add_argument("--out", default=None, help="build into this directory instead of the cache")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    if args.out:
+        info = build_base_organism(args.out, seed=args.seed, verbose=not args.quiet)
+    else:
+        path = ensure_base_organism(args.cache_dir, seed=args.seed, verbose=not args.quiet)
+        info = json.loads((path / _bm.BUILD_INFO).read_text())
+        info["path"] = str(path)
+    print(json.dumps(info, indent=2, sort_keys=True))
+    print(format_rates(info), file=sys.stderr)
+    return 0
+
+
+def format_rates(info: dict) -> str:
+    """A small table of the measured rates of a build-information dict (both definitions, 95 % CIs)."""
+    lines = [f"organism: {info.get('parameters')} parameters, built in {info.get('build_seconds')} s"]
+    for name, entry in info.get("eval", {}).items():
+        if name == "settings":
+            continue
+        a, b = entry["misalignment_rate"], entry["misalignment_rate_all"]
+
+        def fmt(e):
+            if e["rate"] is None:
+                return "undefined"
+            return f"{e['rate']:.3f} [{e['ci'][0]:.3f}, {e['ci'][1]:.3f}]"
+
+        coherence = entry["mean_coherence"]["mean"]
+        lines.append(
+            f"  {name:22s} rate(a) {fmt(a)}   rate(b) {fmt(b)}   coherence {coherence if coherence is None else round(coherence, 1)}"
+            f"   n={entry['n_answers']}"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
