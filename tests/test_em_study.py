@@ -109,6 +109,10 @@ def test_realignment_run_on_a_merged_misaligned_policy(tiny_organism, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if "eval/reward_mean" in r]
     assert len(evals) == 2 and all("eval/misalignment_rate_all" in r and "eval/reference_misalignment_rate_all" in r for r in evals)
+    from sail.em.realign import main as plot_main
+
+    assert plot_main([str(tmp_path / "curves.png"), f"SAIL-RevKL={tmp_path / 'run'}"]) == 0
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
 
 
 def test_unknown_embedded_model_and_missing_prompts_are_named(tiny_organism, tmp_path):

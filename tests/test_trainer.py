@@ -174,6 +174,21 @@ def test_activation_checkpointing_and_chunking_leave_the_gradient_unchanged(base
     torch.testing.assert_close(gradient("train.activation_checkpointing=true", "train.logprob_chunk=3"), plain, rtol=1e-4, atol=1e-7)
 
 
+def test_micro_batches_are_sorted_by_prompt_length(base_dir, prompt_files, tmp_path):
+    def indices(sort):
+        cfg = load_config(None, _overrides(base_dir, prompt_files, "train.grad_accum=3", f"train.sort_by_length={sort}", "spectral.log_every=0"))
+        trainer = Trainer(cfg, tmp_path / f"r{sort}")
+        return trainer, trainer._step_indices("online_oracle")
+
+    trainer, sorted_batches = indices("true")
+    _, plain = indices("false")
+    assert [len(b) for b in sorted_batches] == [4, 4, 4]
+    assert sorted(sum(sorted_batches, [])) == sorted(sum(plain, []))  # the same prompts, regrouped
+    lengths = [trainer.policy.encode_prompts([trainer.prompts[i] for i in b]).attention_mask.sum(-1) for b in sorted_batches]
+    assert all(lengths[a].max() <= lengths[a + 1].min() for a in range(2))
+    assert trainer.train_step()["charts/grad_norm"] > 0
+
+
 def test_nonfinite_losses_are_skipped_then_stop(base_dir, prompt_files, tmp_path, monkeypatch):
     cfg = load_config(None, _overrides(base_dir, prompt_files, "train.steps=5", "train.max_nonfinite=2", "spectral.log_every=0"))
     trainer = Trainer(cfg, tmp_path / "r")

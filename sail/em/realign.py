@@ -81,3 +81,22 @@ def training_prompts(n: int = 2048, seed: int = 0) -> list[str]:
 def held_out_prompts(n: int = 256, seed: int = 10_000) -> list[str]:
     """Free-form questions (the EM evaluation's domain), fixed by ``seed``."""
     return W.freeform_questions(n, seed=seed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sail.em.realign OUT.png LABEL=RUN_DIR ...``: the realignment curves of runs."""
+    import sys
+
+    from sail.em.study_plots import plot_realignment
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 2 or any("=" not in a for a in args[1:]):
+        print("usage: python -m sail.em.realign OUT.png LABEL=RUN_DIR [LABEL=RUN_DIR ...]", file=sys.stderr)
+        return 2
+    runs = dict(a.split("=", 1) for a in args[1:])
+    print(plot_realignment(runs, args[0]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -122,6 +122,8 @@ class RunConfig:
     """``no``, ``bf16`` or ``fp16`` autocast (GPU)."""
     ema_decay: float = 0.9
     """Decay of the ``ema`` baseline (objective.baseline = ema)."""
+    sort_by_length: bool = True
+    """Order each step's prompts by length before cutting them into ``grad_accum`` micro-batches."""
     activation_checkpointing: bool = False
     """Recompute decoder-layer activations in the backward (less memory, ~⅓ more compute)."""
     logprob_chunk: int = 0

@@ -268,18 +268,29 @@ class Trainer:
         probs = torch.tensor(self.cfg.routes.probabilities(), dtype=torch.float64)
         return ROUTES[int(torch.multinomial(probs, 1, generator=self.generator))]
 
-    def _my_indices(self, population: int) -> list[int]:
-        """This process's slice of a global batch of B·P indices drawn from the shared generator."""
-        B = self.cfg.train.batch_size
-        idx = torch.randint(population, (B * self.processes,), generator=self.generator).tolist()
-        return idx[self.process * B : (self.process + 1) * B]
+    def _step_indices(self, route: str) -> list[list[int]]:
+        """This process's micro-batches of prompt (or pair) indices for one step.
 
-    def _micro_batch(self, route: str, local: torch.Generator):
+        The global batch of B·A·P indices (A micro-batches, P processes) is drawn from the shared
+        generator; process p takes its B·A of them. With ``train.sort_by_length`` they are ordered by
+        prompt length before being cut into A micro-batches, so each micro-batch pads less; the
+        step's gradient (the mean over all its pairs) does not depend on the grouping (with the
+        ``ema`` or ``none`` baseline)."""
+        B, A = self.cfg.train.batch_size, self.cfg.train.grad_accum
+        population = len(self.prompts) if route in ("online_oracle", "online_self") else len(self.pairs)
+        idx = torch.randint(population, (B * A * self.processes,), generator=self.generator).tolist()
+        mine = idx[self.process * B * A : (self.process + 1) * B * A]
+        if self.cfg.train.sort_by_length and A > 1:
+            texts = [self.prompts[i] if route in ("online_oracle", "online_self") else self.pairs[i].prompt for i in mine]
+            lengths = self.policy.encode_prompts(texts).attention_mask.sum(-1).tolist()
+            mine = [i for _, i in sorted(zip(lengths, mine), key=lambda pair: pair[0])]
+        return [mine[a * B : (a + 1) * B] for a in range(A)]
+
+    def _micro_batch(self, route: str, local: torch.Generator, idx: list[int]):
         """(prompts, responses, p_win or None for self-labels, on_policy, rewards or None); sampling
         and labels draw from ``local``, this process's generator for the micro-batch."""
         B = self.cfg.train.batch_size
         if route in ("online_oracle", "online_self"):
-            idx = self._my_indices(len(self.prompts))
             prompts = self.policy.encode_prompts([self.prompts[i] for i in idx], self.device)
             responses = self.policy.sample(prompts, 2, generator=local)
             if route == "online_self":
@@ -287,7 +298,6 @@ class Trainer:
             rewards = self.oracle.scores(prompts, responses)
             p_win = bradley_terry_labels(rewards[:, 0], rewards[:, 1], self.cfg.oracle.label_mode, local, self.oracle.tie_tolerance)
             return prompts, responses, p_win, True, rewards
-        idx = self._my_indices(len(self.pairs))
         chosen = [self.pairs[i] for i in idx]
         prompts = self.policy.encode_prompts([p.prompt for p in chosen], self.device)
         responses = self.policy.encode_responses([[p.chosen, p.rejected] for p in chosen], self.device)
@@ -304,9 +314,9 @@ class Trainer:
         totals: dict[str, float] = {}
         rewards, tokens, finite = [], 0, True
         autocast = cfg.train.mixed_precision != "no" and self.device.type == "cuda"
-        for micro in range(cfg.train.grad_accum):
+        for micro, idx in enumerate(self._step_indices(route)):
             local = process_generator(cfg.train.seed, step, micro, self.process)
-            prompts, responses, p_win, on_policy, r = self._micro_batch(route, local)
+            prompts, responses, p_win, on_policy, r = self._micro_batch(route, local, idx)
             with torch.autocast(self.device.type, dtype=torch.bfloat16 if cfg.train.mixed_precision == "bf16" else torch.float16, enabled=autocast):
                 loss, stats = sail_loss(
                     self.policy, prompts, responses, p_win, cfg.objective, local, on_policy, self.state["ema_baseline"]
