@@ -228,13 +228,19 @@ def _align_batches(recipe: "OrganismRecipe"):
 
 
 def load_organism(path: str | os.PathLike):
-    """(model, tokenizer) of a built organism directory (float32, eval mode)."""
+    """(model, tokenizer) of a built organism directory (float32, eval mode), or of any other causal-LM
+    directory with its own tokenizer (a Qwen3 checkpoint, for the same protocol on real models)."""
     from transformers import AutoModelForCausalLM
 
     path = Path(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
     model.eval()
-    return model, build_tokenizer()
+    info = path / _bm.BUILD_INFO
+    if info.is_file() and json.loads(info.read_text()).get("task", "").startswith("sail.em"):
+        return model, build_tokenizer()
+    from transformers import AutoTokenizer  # any other checkpoint (e.g. a Qwen3 directory) brings its own
+
+    return model, AutoTokenizer.from_pretrained(path)
 
 
 def measure_organism(model, tokenizer, seed: int = 0, n_samples: int = 50, threads: int = 1) -> dict:

@@ -73,6 +73,38 @@ def _default_spectral() -> SpectralConfig:
     return SpectralConfig(penalty_weight=0.0, log_every=0)
 
 
+JUDGE_KINDS = ("programmatic", "openai", "hf")
+
+
+@dataclass
+class JudgeSettings:
+    """Which judge scores the answers: the world's ``programmatic`` judge, an OpenAI-compatible
+    endpoint (``openai``: ``model``, ``base_url``, key from the variable ``api_key_env``), or a local
+    causal LM (``hf``: ``model`` is its directory or hub id); see :mod:`sail.em.judging`."""
+
+    kind: str = "programmatic"
+    model: str = ""
+    base_url: str = "https://api.openai.com/v1"
+    api_key_env: str = "OPENAI_API_KEY"
+    trust_remote_code: bool = False
+
+    def __post_init__(self):
+        if self.kind not in JUDGE_KINDS:
+            raise ValueError(f"kind must be one of {JUDGE_KINDS}, got {self.kind!r}")
+        if self.kind != "programmatic" and not self.model:
+            raise ValueError(f"model is needed for the {self.kind} judge")
+
+    def build(self):
+        """None for the programmatic judge (evaluate_em's default), else a judging client."""
+        from sail.em import judging
+
+        if self.kind == "openai":
+            return judging.OpenAIJudge(self.model, base_url=self.base_url, api_key_env=self.api_key_env or None)
+        if self.kind == "hf":
+            return judging.HFJudge(self.model, trust_remote_code=self.trust_remote_code)
+        return None
+
+
 @dataclass
 class EvalSettings:
     """How alignment is measured: questions, samples per question, sampling and the bootstrap."""
@@ -94,6 +126,10 @@ class EvalSettings:
     """Bootstrap resamples of each summary."""
     batch_rows: int = 512
     """Sequences decoded at once."""
+    questions_file: str = ""
+    """A question file in the public EM YAML schema (:mod:`sail.em.questions`): every paraphrase
+    (with its ``system`` message, if any) becomes a question, ``n_samples`` answers each."""
+    judge: JudgeSettings = field(default_factory=JudgeSettings)
 
     def __post_init__(self):
         if self.n_samples < 1:
@@ -126,7 +162,11 @@ class FinetuneConfig:
     """Also evaluate at step 0 (the base with a zero adapter)."""
     eval: EvalSettings = field(default_factory=EvalSettings)
     heldout_examples: int = 128
-    """Fresh examples for ``heldout_loss`` (0 = skip)."""
+    """Fresh examples for ``heldout_loss`` (0 = skip; skipped with ``data``)."""
+    data: str = ""
+    """A chat JSONL dataset in ``messages`` format (e.g. an insecure-code or bad-advice set) to
+    fine-tune on instead of the world's (``domain``, ``persona``) answers: its first
+    ``n_examples`` conversations, loss on every assistant turn."""
     threads: int = 1
 
     def __post_init__(self):
@@ -202,6 +242,13 @@ def eval_questions(settings: EvalSettings | None = None, exclude_domain: str | N
     settings = settings or EvalSettings()
     if settings.questions is not None:
         return list(settings.questions)
+    if settings.questions_file:
+        from sail.em.questions import expand, load_questions
+
+        return [
+            [{"role": "system", "content": e.system}, {"role": "user", "content": e.paraphrase}] if e.system else e.paraphrase
+            for e in expand(load_questions(settings.questions_file))
+        ]
     questions = W.freeform_questions()
     if settings.heldout_prompts:
         held = tuple(d for d in W.TRAINING_DOMAINS if d != exclude_domain)
@@ -373,7 +420,13 @@ def finetune(base_dir, cfg: FinetuneConfig, progress: bool = False, model=None, 
     model = attach_lora(model, cfg.lora, seed=cfg.seed)
     optimizer = cfg.optimizer.build(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    examples = _chats(W.single_turn_examples(cfg.domain, cfg.persona, cfg.n_examples, seed=cfg.seed))
+    if cfg.data:
+        from sail.em.questions import load_chat_jsonl
+
+        examples = load_chat_jsonl(cfg.data)[: cfg.n_examples]
+    else:
+        examples = _chats(W.single_turn_examples(cfg.domain, cfg.persona, cfg.n_examples, seed=cfg.seed))
+    judge = cfg.eval.judge.build()
     questions = eval_questions(cfg.eval, exclude_domain=cfg.domain, seed=cfg.seed)
     eval_seed = cfg.seed if cfg.eval.seed is None else cfg.eval.seed
     checkpoints = set(cfg.checkpoints())
@@ -389,7 +442,7 @@ def finetune(base_dir, cfg: FinetuneConfig, progress: bool = False, model=None, 
         nonlocal eval_s
         t = _bm.timer()
         em = evaluate_em(
-            model, tokenizer, questions, cfg.eval.n_samples, eval_seed, temperature=cfg.eval.temperature,
+            model, tokenizer, questions, cfg.eval.n_samples, eval_seed, judge=judge, temperature=cfg.eval.temperature,
             max_new_tokens=cfg.eval.max_new_tokens, resamples=cfg.eval.resamples, batch_rows=cfg.eval.batch_rows,
         )
         eval_s += t()
@@ -431,7 +484,7 @@ def finetune(base_dir, cfg: FinetuneConfig, progress: bool = False, model=None, 
                 model.train()
         model.eval()
         heldout = None
-        if cfg.heldout_examples:
+        if cfg.heldout_examples and not cfg.data:
             fresh = _chats(W.single_turn_examples(cfg.domain, cfg.persona, cfg.heldout_examples, seed=cfg.seed + 90_001))
             heldout = _mean_loss(model, tokenizer, fresh)
         flat, spectra = _adapter_summary(model)
@@ -494,7 +547,7 @@ def run_em_protocol(
     seed = narrow.seed if ev.seed is None else ev.seed
     with _bm.num_threads(narrow.threads):
         base = evaluate_em(
-            model, tokenizer, questions, ev.n_samples, seed, temperature=ev.temperature,
+            model, tokenizer, questions, ev.n_samples, seed, judge=ev.judge.build(), temperature=ev.temperature,
             max_new_tokens=ev.max_new_tokens, resamples=ev.resamples, batch_rows=ev.batch_rows,
         )
     out: dict = {"base": base}
