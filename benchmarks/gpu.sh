@@ -13,6 +13,7 @@ run() {  # name, timeout seconds, command...
 }
 # sampling: fast path vs plain generate (LoRA r=32 on all projections), batch 256, 128 new tokens
 run sample_0.6b 120 sail bench sample --json --model 0.6b --dtype bfloat16 --batch 256 --new-tokens 128 --prompt-len 64 --repeats 2
+run sample_0.6b_compiled 200 sail bench sample --json --model 0.6b --dtype bfloat16 --batch 256 --new-tokens 128 --prompt-len 64 --repeats 2 --compile
 run sample_1.7b 120 sail bench sample --json --model 1.7b --dtype bfloat16 --batch 256 --new-tokens 128 --prompt-len 64 --repeats 2
 run sample_8b   150 sail bench sample --json --model 8b   --dtype bfloat16 --batch 64  --new-tokens 128 --prompt-len 64 --repeats 1
 # one SAIL-RevKL iteration vs TRL's OnlineDPOTrainer, same model, prompts and batch

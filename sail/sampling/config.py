@@ -23,6 +23,11 @@ class SamplingConfig:
     """``hf`` (``model.generate`` with the adapter active) or ``fast`` (merged-weight copy + static
     KV cache, refreshed whenever the adapter changes); see :mod:`sail.sampling`."""
 
+    compile: bool = False
+    """``fast`` engine only: run the merged model's forward through ``torch.compile`` (fixed
+    shapes; on CUDA with ``mode="reduce-overhead"``, i.e. CUDA graphs). The first call per
+    shape compiles (minutes on a CPU); weights refreshed in place stay visible to the graphs."""
+
     def __post_init__(self):
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
@@ -32,3 +37,5 @@ class SamplingConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.engine not in SAMPLING_ENGINES:
             raise ValueError(f"engine must be one of {SAMPLING_ENGINES}, got {self.engine!r}")
+        if self.compile and self.engine != "fast":
+            raise ValueError("compile needs engine: fast")

@@ -195,6 +195,19 @@ def decode(
     return tokens
 
 
+class _CompiledCall:
+    """Calls ``model`` through ``torch.compile(model.forward)`` (static shapes); ``config`` and
+    ``forward`` are the model's, so :func:`decode` uses it as it would the model."""
+
+    def __init__(self, model):
+        self.model, self.config, self.forward = model, model.config, model.forward
+        mode = "reduce-overhead" if next(model.parameters()).is_cuda else None
+        self._compiled = torch.compile(model.forward, dynamic=False, mode=mode)
+
+    def __call__(self, **kwargs):
+        return self._compiled(**kwargs)
+
+
 class FastSampler:
     """Merged weights (cached per PEFT model, refreshed on change) + :func:`decode`.
 
@@ -204,11 +217,19 @@ class FastSampler:
 
     def __init__(self):
         self._merged: MergedWeights | None = None
+        self._compiled = None
 
     def merged_model(self, peft_model):
         if self._merged is None or self._merged.peft_model is not peft_model:
             self._merged = MergedWeights(peft_model)
+            self._compiled = None
         return self._merged.current()
+
+    def _compiled_model(self, plain):
+        """``plain`` whose calls go through ``torch.compile`` of its forward (built once)."""
+        if self._compiled is None or self._compiled.model is not plain:
+            self._compiled = _CompiledCall(plain)
+        return self._compiled
 
     def generate(
         self,
@@ -223,6 +244,8 @@ class FastSampler:
         greedy: bool = False,
     ) -> torch.Tensor:
         plain = self.merged_model(model) if hasattr(model, "get_base_model") else model
+        if sampling.compile:
+            plain = self._compiled_model(plain)
         seed = seed_from(generator)
         local = None
         if seed is not None:
