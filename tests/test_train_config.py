@@ -15,6 +15,9 @@ def test_defaults_follow_the_authors_public_settings():
     assert cfg.objective.beta == 0.1 and cfg.objective.gamma == 1e-3
     assert len(cfg.model.lora.target_modules) == 7
     assert cfg.model.trust_remote_code is False
+    # the embedded default: realign the emergent-misaligned organism with the judge as the oracle
+    assert cfg.model.name_or_path == "sail:em-misaligned" and cfg.oracle.path == "sail.em.judge:alignment_reward"
+    assert cfg.train.eval_metrics == "sail.em.metrics:em_metrics"
 
 
 def test_overrides_keep_other_defaults_of_a_section(tmp_path):

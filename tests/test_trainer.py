@@ -52,6 +52,8 @@ def _overrides(base_dir, prompt_files, *extra):
         "train.progress=false",
         "spectral.log_every=2",
         "model.lora.rank=4",
+        "oracle.path=sail.tasks.default:reward",
+        "train.eval_metrics=",
         *extra,
     ]
 

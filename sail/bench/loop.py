@@ -76,6 +76,8 @@ def run_sail(opts: dict) -> dict:
     overrides = [
         f"model.name_or_path={opts['model']}",
         f"data.prompts={prompts_file}",
+        "oracle.path=sail.tasks.default:reward",  # the same reward TRL gets
+        "train.eval_metrics=",
         "data.n_eval=1",
         f"sampling.max_new_tokens={opts['max_new_tokens']}",
         f"sampling.engine={opts['engine']}",

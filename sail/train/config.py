@@ -15,8 +15,9 @@ from sail.optim.config import OptimizerConfig
 from sail.policies.causal_lm import SamplingConfig
 from sail.spectral.config import SpectralConfig
 
-EMBEDDED_MODEL = "sail:tiny-task"
-"""The embedded default policy: a tiny Qwen3 the project trains itself (:mod:`sail.tasks`)."""
+EMBEDDED_MODEL = "sail:em-misaligned"
+"""The embedded default policy: the emergent-misaligned organism (:mod:`sail.em.realign`), a tiny
+Qwen3 the project trains itself; ``sail:tiny-task`` is the earlier addition task (:mod:`sail.tasks`)."""
 
 DTYPES = ("float32", "bfloat16", "float16")
 ORACLE_KINDS = ("callable", "reward_model")
@@ -26,7 +27,8 @@ MIXED_PRECISION = ("no", "bf16", "fp16")
 @dataclass
 class ModelConfig:
     name_or_path: str = EMBEDDED_MODEL
-    """A hub id (``Qwen/Qwen3-0.6B``), a local directory, or ``sail:tiny-task`` (the embedded default)."""
+    """A hub id (``Qwen/Qwen3-0.6B``), a local directory, or an embedded model: ``sail:em-misaligned``
+    (the default: realign the emergent-misaligned organism) or ``sail:tiny-task`` (addition)."""
     dtype: str = "float32"
     """Weights' dtype: ``float32``, ``bfloat16`` or ``float16``."""
     trust_remote_code: bool = False
@@ -43,7 +45,7 @@ class ModelConfig:
 class OracleConfig:
     kind: str = "callable"
     """``callable`` (a Python scorer by dotted path) or ``reward_model`` (a sequence classifier)."""
-    path: str = "sail.tasks.default:reward"
+    path: str = "sail.em.judge:alignment_reward"
     """``package.module:function`` for ``callable``; a hub id or directory for ``reward_model``."""
     label_mode: str = "sample"
     """``sample`` (Bernoulli(σ(r₁ − r₂))), ``soft`` (σ(r₁ − r₂)) or ``argmax`` (ties → ½)."""
@@ -95,7 +97,7 @@ class DataConfig:
     """JSONL of offline pairs (``prompt``, ``chosen``, ``rejected``) for the dataset routes."""
     eval_prompts: str = ""
     """JSONL of held-out prompts; empty: the embedded task's held-out prompts."""
-    n_eval: int = 256
+    n_eval: int = 200
     """Held-out prompts used at each evaluation."""
 
     def __post_init__(self):
@@ -105,7 +107,7 @@ class DataConfig:
 
 @dataclass
 class RunConfig:
-    steps: int = 120
+    steps: int = 100
     """Optimiser steps."""
     batch_size: int = 16
     """Prompts (one on-policy pair each) per micro-batch."""
@@ -129,10 +131,11 @@ class RunConfig:
     logprob_chunk: int = 0
     """Response positions per chunk of the LM head in the loss (0: ⌊2²⁴/V⌋, 64 MB of float32
     logits per chunk); see :mod:`sail.policies.logprobs`."""
-    eval_metrics: str = ""
+    eval_metrics: str = "sail.em.metrics:em_metrics"
     """Optional ``package.module:function`` ``(prompts, responses) -> {name: number}`` computed on
     the held-out samples of the policy and of the reference at each evaluation (logged as
-    ``eval/<name>`` and ``eval/reference_<name>``), e.g. ``sail.em.judge:em_metrics``."""
+    ``eval/<name>`` and ``eval/reference_<name>``); the default is the EM judge's rates (set it to
+    an empty string for other tasks)."""
     fsdp: bool = False
     """Under ``accelerate launch`` with several processes: shard the frozen base weights across
     them with FSDP2 (``fully_shard`` per decoder layer), keeping the adapter replicated; for base
@@ -161,7 +164,7 @@ def _default_objective() -> SailConfig:
 @dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
-    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=8, temperature=1.0))
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=40, temperature=1.0))
     objective: SailConfig = field(default_factory=_default_objective)
     oracle: OracleConfig = field(default_factory=OracleConfig)
     routes: RoutesConfig = field(default_factory=RoutesConfig)
