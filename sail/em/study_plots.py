@@ -62,8 +62,9 @@ def plot_loss_vs_alignment(runs, path) -> Path:
         for xi, yi, m in zip(x, y, marker):
             ax.scatter(xi, yi, color=_colour(name), marker=m, s=22, alpha=0.8)
         line = fit["per_optimizer"].get(name)
-        if line and len(grid):
-            ax.plot(grid, line["intercept"] + line["slope"] * grid, color=_colour(name), lw=1, label=f"{name} (R² {_fmt(line['r2'])})")
+        if line and x:
+            own = np.linspace(min(x), max(x), 20)  # each optimiser's fit over its own range of losses
+            ax.plot(own, line["intercept"] + line["slope"] * own, color=_colour(name), lw=1, label=f"{name} (R² {_fmt(line['r2'])})")
     if len(grid):
         p = fit["pooled_fit"]
         ax.plot(grid, p["intercept"] + p["slope"] * grid, "k--", lw=1.2, label="pooled")
