@@ -108,25 +108,7 @@ def train_chats(
     AdamW with ``schedule``'s learning-rate curve, betas, weight decay and gradient clipping; the
     loop runs on ``schedule.threads`` intra-op threads (bit-exact reruns on one machine).
     """
-    rng = random.Random(seed + 1)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=schedule.lr, betas=schedule.betas, weight_decay=schedule.weight_decay
-    )
-    losses: list[float] = []
-    model.train()
-    with _bm.num_threads(schedule.threads):
-        for step in range(schedule.steps):
-            ids, labels = encode_chat_batch(tokenizer, sample_chats(rng, schedule.batch_size, step))
-            for group in optimizer.param_groups:
-                group["lr"] = schedule.lr_at(step)
-            loss = model(input_ids=ids, labels=labels).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if schedule.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), schedule.grad_clip)
-            optimizer.step()
-            losses.append(loss.item())
-            if log is not None and (step % log_every == 0 or step == schedule.steps - 1):
-                log(f"sft step {step:5d}  loss {loss.item():.4f}  lr {schedule.lr_at(step):.2e}")
-    model.eval()
-    return losses
+    def make_batch(rng, n, step):
+        return encode_chat_batch(tokenizer, sample_chats(rng, n, step))
+
+    return _bm.train_on_batches(model, make_batch, schedule, seed, log, log_every)

@@ -135,18 +135,20 @@ def encode_sft_batch(tokenizer, prompts: Sequence[str], answers: Sequence[str]) 
     return ids, labels
 
 
-def train_sft(
+def train_on_batches(
     model,
-    tokenizer,
-    sample_chats: Callable[[random.Random, int, int], tuple[list[str], list[str]]],
+    make_batch: Callable[[random.Random, int, int], tuple[torch.Tensor, torch.Tensor]],
     schedule: SFTSchedule,
     seed: int,
     log: Callable[[str], None] | None = None,
     log_every: int = 100,
 ) -> list[float]:
-    """Train ``model`` in place on batches ``sample_chats(rng, batch_size, step)`` → (prompts, answers).
+    """Train ``model`` in place (all parameters) on ``make_batch(rng, batch_size, step)`` →
+    (input_ids, labels), minimising the model's own next-token loss.
 
-    Returns the loss of every step. Data come from ``random.Random(seed + 1)``.
+    Returns the loss of every step. Data come from ``random.Random(seed + 1)``; AdamW with
+    ``schedule``'s learning-rate curve, betas, weight decay and gradient clipping, on
+    ``schedule.threads`` intra-op threads (bit-exact reruns on one machine).
     """
     rng = random.Random(seed + 1)
     optimizer = torch.optim.AdamW(
@@ -156,8 +158,7 @@ def train_sft(
     model.train()
     with num_threads(schedule.threads):
         for step in range(schedule.steps):
-            prompts, answers = sample_chats(rng, schedule.batch_size, step)
-            ids, labels = encode_sft_batch(tokenizer, prompts, answers)
+            ids, labels = make_batch(rng, schedule.batch_size, step)
             for group in optimizer.param_groups:
                 group["lr"] = schedule.lr_at(step)
             loss = model(input_ids=ids, labels=labels).loss
@@ -171,6 +172,24 @@ def train_sft(
                 log(f"sft step {step:5d}  loss {loss.item():.4f}  lr {schedule.lr_at(step):.2e}")
     model.eval()
     return losses
+
+
+def train_sft(
+    model,
+    tokenizer,
+    sample_chats: Callable[[random.Random, int, int], tuple[list[str], list[str]]],
+    schedule: SFTSchedule,
+    seed: int,
+    log: Callable[[str], None] | None = None,
+    log_every: int = 100,
+) -> list[float]:
+    """Train ``model`` in place on batches ``sample_chats(rng, batch_size, step)`` → (prompts, answers)
+    (:func:`train_on_batches` with :func:`encode_sft_batch`). Returns the loss of every step."""
+
+    def make_batch(rng, n, step):
+        return encode_sft_batch(tokenizer, *sample_chats(rng, n, step))
+
+    return train_on_batches(model, make_batch, schedule, seed, log, log_every)
 
 
 @torch.no_grad()
