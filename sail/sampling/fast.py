@@ -142,14 +142,21 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generato
     return (k * width + j).squeeze(-1)
 
 
-def _step(model, cache, input_ids, mask, positions, cache_positions) -> torch.Tensor:
-    """Last-position logits of one forward through the static cache. transformers ≥ 5.2x names the
-    cache argument ``cache`` and tracks write positions itself; earlier 5.x take ``past_key_values``
-    and an explicit ``cache_position``."""
+def _cache_arguments(model) -> tuple[str, bool]:
+    """(name of the forward's cache argument, whether it takes ``cache_position``): transformers ≥
+    5.2x names it ``cache`` and tracks write positions itself; earlier 5.x take ``past_key_values``
+    and an explicit ``cache_position``. Read once per decode, not per token."""
     parameters = inspect.signature(model.forward).parameters
-    kwargs = {"cache" if "cache" in parameters else "past_key_values": cache}
-    if "cache_position" in parameters:
-        kwargs["cache_position"] = cache_positions
+    return ("cache" if "cache" in parameters else "past_key_values"), "cache_position" in parameters
+
+
+def _step(model, cache_args, cache, input_ids, mask, positions, cache_positions) -> torch.Tensor:
+    """Last-position logits of one forward through the static cache (``cache_positions``: a
+    callable giving the written positions, only called for models that take them)."""
+    name, wants_position = cache_args
+    kwargs = {name: cache}
+    if wants_position:
+        kwargs["cache_position"] = cache_positions()
     out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1, **kwargs)
     return out.logits[:, -1]
 
@@ -179,7 +186,8 @@ def decode(
     stop = eos_token_id if sampling.stop_at_eos else None
     tokens = torch.full((n_rows, horizon), pad_token_id, dtype=torch.long, device=device)
     finished = torch.zeros(n_rows, dtype=torch.bool, device=device)
-    logits = _step(model, cache, input_ids, mask, positions, torch.arange(prompt_len, device=device))
+    cache_args = _cache_arguments(model)
+    logits = _step(model, cache_args, cache, input_ids, mask, positions, lambda: torch.arange(prompt_len, device=device))
     for t in range(horizon):
         token = sample_next(logits, sampling.temperature, sampling.top_p, generator, greedy)
         token = torch.where(finished, torch.full_like(token, pad_token_id), token)
@@ -191,7 +199,9 @@ def decode(
         if t + 1 == horizon:
             break
         mask[:, prompt_len + t] = 1
-        logits = _step(model, cache, token[:, None], mask, next_position + t, torch.tensor([prompt_len + t], device=device))
+        logits = _step(
+            model, cache_args, cache, token[:, None], mask, next_position + t, lambda: torch.tensor([prompt_len + t], device=device)
+        )
     return tokens
 
 
