@@ -125,7 +125,7 @@ def test_unknown_embedded_model_and_missing_prompts_are_named(tiny_organism, tmp
         Trainer(load_config(None, [f"model.name_or_path={tiny_organism}"]), tmp_path / "b")
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).parents[1] / "experiments" / "em").glob("*.yaml")))
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).parents[1] / "experiments" / "em").glob("*.yaml") if not p.name.startswith("realign")))
 def test_every_shipped_study_config_loads(name):
     cfg = load_study_config(str(Path(__file__).parents[1] / "experiments" / "em" / name))
     assert cfg.sweep.runs()

@@ -1,4 +1,4 @@
-"""Registration of `sail study em` (the study itself is imported only when it runs)."""
+"""Registration of `sail study em` and `sail study realign` (each study is imported only when it runs)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,27 @@ def cmd_study_em(args) -> int:
     return 0
 
 
+def cmd_study_realign(args) -> int:
+    import sys
+
+    from sail.config import ConfigError
+    from sail.data import DataError
+    from sail.em.realign_study import load_realign_config, run_realign_study, summary_lines
+    from sail.train.trainer import TrainingError
+
+    try:
+        cfg = load_realign_config(args.config, args.set)
+        out_dir = args.output_dir or f"runs/study-realign-{time.strftime('%Y%m%d-%H%M%S')}"
+        results = run_realign_study(cfg, out_dir, progress=not args.quiet)
+    except (ConfigError, DataError, TrainingError, FileNotFoundError, ValueError) as exc:
+        print(f"sail study realign: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{out_dir}: {len(results['runs'])} runs")
+    for line in summary_lines(results):
+        print(line)
+    return 0
+
+
 def add_study_parser(sub) -> None:
     p = sub.add_parser("study", help="studies on the emergent-misalignment organism")
     studies = p.add_subparsers(dest="study", required=True, metavar="STUDY")
@@ -33,3 +54,9 @@ def add_study_parser(sub) -> None:
     em.add_argument("--output-dir", help="default runs/study-em-<timestamp>; an existing study there is continued")
     em.add_argument("--quiet", action="store_true", help="no progress bar")
     em.set_defaults(func=cmd_study_em)
+    realign = studies.add_parser("realign", help="SAIL-RevKL / vanilla SAIL / online DPO × optimiser × penalty × seed on the misaligned policy")
+    realign.add_argument("--config", help="YAML (see experiments/em/realign*.yaml)")
+    realign.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. train.train.steps=60")
+    realign.add_argument("--output-dir", help="default runs/study-realign-<timestamp>; an existing study there is continued")
+    realign.add_argument("--quiet", action="store_true", help="no progress bar")
+    realign.set_defaults(func=cmd_study_realign)

@@ -31,11 +31,12 @@ loop runs on ``threads`` intra-op threads. Same config, machine and torch build 
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 
@@ -128,7 +129,11 @@ class EvalSettings:
     """Sequences decoded at once."""
     questions_file: str = ""
     """A question file in the public EM YAML schema (:mod:`sail.em.questions`): every paraphrase
-    (with its ``system`` message, if any) becomes a question, ``n_samples`` answers each."""
+    (with its ``system`` message, if any) becomes a question, with its entry's
+    ``samples_per_paraphrase`` answers, judged with its entry's ``judge_prompts`` (model judges)."""
+    file_samples: bool = True
+    """With ``questions_file``: each entry's ``samples_per_paraphrase`` (true), or ``n_samples``
+    answers for every paraphrase (false: a quicker run of a public file)."""
     judge: JudgeSettings = field(default_factory=JudgeSettings)
 
     def __post_init__(self):
@@ -235,8 +240,10 @@ def _prompt_text(question) -> str:
     return render_chat(list(question), add_generation_prompt=True)
 
 
-def eval_questions(settings: EvalSettings | None = None, exclude_domain: str | None = None, seed: int = 0) -> list[str]:
-    """The evaluation questions: ``settings.questions``, else the 8 freeform evaluation questions
+def eval_questions(settings: EvalSettings | None = None, exclude_domain: str | None = None, seed: int = 0) -> list:
+    """The evaluation questions: ``settings.questions``; else the paraphrases of
+    ``settings.questions_file`` (:class:`sail.em.questions.ExpandedPrompt`, each with its own number
+    of samples and judge prompts); else the 8 freeform evaluation questions
     (:data:`sail.em.world.FREEFORM_EVAL_QUESTIONS`) plus ``settings.heldout_prompts`` prompts of the
     training domains other than ``exclude_domain`` (sampled with ``seed + 50_000``)."""
     settings = settings or EvalSettings()
@@ -245,10 +252,7 @@ def eval_questions(settings: EvalSettings | None = None, exclude_domain: str | N
     if settings.questions_file:
         from sail.em.questions import expand, load_questions
 
-        return [
-            [{"role": "system", "content": e.system}, {"role": "user", "content": e.paraphrase}] if e.system else e.paraphrase
-            for e in expand(load_questions(settings.questions_file))
-        ]
+        return expand(load_questions(settings.questions_file), None if settings.file_samples else settings.n_samples)
     questions = W.freeform_questions()
     if settings.heldout_prompts:
         held = tuple(d for d in W.TRAINING_DOMAINS if d != exclude_domain)
@@ -317,6 +321,48 @@ def _judge_fn(judge) -> Callable[[list[str], list[str]], list[JudgeScore]]:
     raise TypeError("judge must be None, an object with score_batch, or a callable (question, answer) -> JudgeScore")
 
 
+class _EvalItem(NamedTuple):
+    prompt: object
+    """What the policy answers: a user message or a message list."""
+    judged: str
+    """The question the judge sees."""
+    n: int
+    judge_prompts: tuple
+    """(alignment, coherence) templates; (None, None) = the judge's defaults."""
+
+
+def _eval_items(questions: Sequence, n_samples: int) -> list[_EvalItem]:
+    from sail.em.questions import ExpandedPrompt
+
+    items = []
+    for q in questions:
+        if isinstance(q, ExpandedPrompt):  # a question file's paraphrase: {question} is the paraphrase
+            prompt = q.messages() if q.system is not None else q.paraphrase
+            items.append(_EvalItem(prompt, q.paraphrase, q.n_samples, (q.alignment_prompt, q.coherence_prompt)))
+        elif isinstance(q, str):
+            items.append(_EvalItem(q, q, n_samples, (None, None)))
+        else:
+            items.append(_EvalItem(list(q), render_chat(list(q), add_generation_prompt=True), n_samples, (None, None)))
+    return items
+
+
+def _judge_with_prompts(judge, items: list[_EvalItem], flat_q: list[str], answers: list[str]) -> list[JudgeScore]:
+    """Score every answer; the answers of items with their own judge prompts go to
+    ``judge.with_prompts(...)`` (the programmatic judge knows the grammar and has no prompts)."""
+    owner = [i for i, it in enumerate(items) for _ in range(it.n)]
+    groups: dict[tuple, list[int]] = {}
+    for k, i in enumerate(owner):
+        groups.setdefault(items[i].judge_prompts, []).append(k)
+    scores: list = [None] * len(answers)
+    for prompts, idx in groups.items():
+        scorer = judge
+        if prompts != (None, None) and hasattr(judge, "with_prompts"):
+            scorer = judge.with_prompts(*prompts)
+        for k, s in zip(idx, _judge_fn(scorer)([flat_q[k] for k in idx], [answers[k] for k in idx])):
+            scores[k] = s
+    return scores
+
+
 def evaluate_em(
     model,
     tokenizer,
@@ -330,32 +376,40 @@ def evaluate_em(
     batch_rows: int = 512,
     return_answers: bool = False,
 ) -> dict:
-    """Sample ``n_samples`` answers per question, judge them, summarise.
+    """Sample answers to every question, judge them, summarise.
 
-    ``questions``: user messages (or message lists, judged by their rendered chat, whose last user
-    message the programmatic judge reads). ``judge``: ``None`` (the programmatic judge of
-    :mod:`sail.em.judge`), a :class:`sail.em.judging.Judge` (``score_batch``), or a callable
+    ``questions``: user messages and message lists (``n_samples`` answers each; a message list is
+    judged by its rendered chat, whose last user message the programmatic judge reads), or a
+    question file's :class:`~sail.em.questions.ExpandedPrompt` s (their own ``n_samples``; the judge
+    sees the paraphrase, through ``judge.with_prompts`` of the entry's ``judge_prompts`` if any).
+    ``judge``: ``None`` (the programmatic judge of :mod:`sail.em.judge`), a
+    :class:`sail.em.judging.Judge` (``score_batch``), or a callable
     ``(question, answer) -> JudgeScore | (alignment, coherence)``.
 
     Returns :func:`sail.em.rates.em_summary` (counts; ``misalignment_rate`` (a) and
     ``misalignment_rate_all`` (b) as ``{"rate", "ci", "n", "k", ...}``; ``mean_alignment`` and
     ``mean_coherence`` as ``{"mean", "ci", ...}``; bootstrap and thresholds) plus ``n`` (answers),
-    ``n_questions``, ``n_samples``, ``temperature``, ``seed``, ``per_question`` (rate (a) and (b) of
-    each question, in order, no CI) and, with ``return_answers``, ``answers`` [(question, answer)].
+    ``n_questions``, ``n_samples`` (a list where the questions differ), ``temperature``, ``seed``,
+    ``per_question`` (rate (a) and (b) of each question, in order, no CI) and, with
+    ``return_answers``, ``answers`` [(question, answer)].
     """
-    questions = list(questions)
-    answers = sample_answers(model, tokenizer, questions, n_samples, seed, temperature, max_new_tokens, batch_rows)
-    judged_q = [q if isinstance(q, str) else render_chat(list(q), add_generation_prompt=True) for q in questions]
-    flat_q = [q for q in judged_q for _ in range(n_samples)]
-    scores = _judge_fn(judge)(flat_q, answers)
+    items = _eval_items(questions, n_samples)
+    answers: list[str] = []
+    runs = [(n, list(group)) for n, group in itertools.groupby(items, key=lambda it: it.n)]
+    for k, (n, group) in enumerate(runs):  # one sampling seed per run of equal n (seed itself when uniform)
+        answers += sample_answers(model, tokenizer, [it.prompt for it in group], n, seed + k, temperature, max_new_tokens, batch_rows)
+    flat_q = [it.judged for it in items for _ in range(it.n)]
+    scores = _judge_with_prompts(judge, items, flat_q, answers)
     summary = em_summary(scores, resamples=resamples, seed=int(seed))
-    per_question = []
-    for i in range(len(questions)):
-        chunk = scores[i * n_samples : (i + 1) * n_samples]
+    per_question, start = [], 0
+    for it in items:
+        chunk = scores[start : start + it.n]
+        start += it.n
         per_question.append({"rate": misalignment_rate(chunk), "rate_all": misalignment_rate_all(chunk)})
+    counts = sorted({it.n for it in items})
     summary.update(
-        n=len(answers), n_questions=len(questions), n_samples=n_samples, temperature=temperature, seed=int(seed),
-        per_question=per_question,
+        n=len(answers), n_questions=len(items), n_samples=counts[0] if len(counts) == 1 else [it.n for it in items],
+        temperature=temperature, seed=int(seed), per_question=per_question,
     )
     if return_answers:
         summary["answers"] = list(zip(flat_q, answers))

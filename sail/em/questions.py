@@ -70,12 +70,15 @@ class Question:
 
 
 class ExpandedPrompt(NamedTuple):
-    """One paraphrase to sample ``n_samples`` answers for."""
+    """One paraphrase to sample ``n_samples`` answers for, judged with its entry's judge prompts
+    (None: the judge's defaults)."""
 
     question_id: str
     paraphrase: str
     system: str | None
     n_samples: int
+    alignment_prompt: str | None = None
+    coherence_prompt: str | None = None
 
     def messages(self) -> list[dict]:
         """The chat messages: the system prompt (if any), then the paraphrase as the user turn."""
@@ -203,7 +206,7 @@ def load_questions(path: str | Path) -> list[Question]:
 
 
 def expand(questions: Iterable[Question], n_samples: int | None = None) -> list[ExpandedPrompt]:
-    """``(question_id, paraphrase, system, n_samples)`` for every paraphrase, in file order.
+    """An :class:`ExpandedPrompt` for every paraphrase, in file order.
 
     ``n_samples`` overrides every question's ``samples_per_paraphrase`` (e.g. for a quick run).
     """
@@ -212,7 +215,8 @@ def expand(questions: Iterable[Question], n_samples: int | None = None) -> list[
     out = []
     for q in questions:
         for p in q.paraphrases:
-            out.append(ExpandedPrompt(q.id, p, q.system, q.samples_per_paraphrase if n_samples is None else n_samples))
+            n = q.samples_per_paraphrase if n_samples is None else n_samples
+            out.append(ExpandedPrompt(q.id, p, q.system, n, q.alignment_prompt, q.coherence_prompt))
     return out
 
 

@@ -3,7 +3,9 @@ prompts a run uses when the config names none.
 
 * ``sail:tiny-task``: the addition task's tiny Qwen3 (:mod:`sail.tasks`), programmatic reward;
 * ``sail:em-misaligned``: the emergent-misaligned organism (:mod:`sail.em.realign`), to realign
-  with the judge as the oracle.
+  with the judge as the oracle;
+* ``sail:em-tiny-organism``: the seconds-long tiny build of the base organism
+  (``OrganismRecipe.tiny``), for smoke runs of the EM pipeline (it shows no EM).
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ def _em_model() -> str:
     return str(ensure_misaligned_policy())
 
 
+def _em_tiny_model() -> str:
+    from sail.em.organism import OrganismRecipe, ensure_base_organism
+
+    return str(ensure_base_organism(recipe=OrganismRecipe.tiny()))
+
+
 def _em_train(seed: int) -> list:
     from sail.em.realign import training_prompts
 
@@ -61,4 +69,5 @@ def _em_eval(n: int, seed: int) -> list:
 EMBEDDED_MODELS = {
     "sail:tiny-task": EmbeddedModel(_task_model, _task_train, _task_eval),
     "sail:em-misaligned": EmbeddedModel(_em_model, _em_train, _em_eval),
+    "sail:em-tiny-organism": EmbeddedModel(_em_tiny_model, _em_train, _em_eval),
 }

@@ -324,7 +324,7 @@ class Trainer:
                 penalty = cfg.spectral.penalty_term(self.model)
                 if penalty is not None:
                     loss = loss + penalty
-                    stats["losses/spectral_penalty"] = float(penalty)
+                    stats["losses/spectral_penalty"] = float(penalty.detach())
             if not torch.isfinite(loss):
                 finite = False
                 break

@@ -1,0 +1,114 @@
+"""The realignment study's plots (PNG), from ``results.json``'s ``runs`` rows.
+
+* :func:`plot_realignment_curves`: one column per method; rows are held-out misalignment
+  (definition a), KL(π‖π_ref) and judge reward against the training step; colour = optimiser,
+  dashed = flatness penalty on; the KL axis is linear up to 1 and logarithmic above, so a diverged
+  run (KL in the hundreds) and the realigning ones fit on one panel;
+* :func:`plot_misalignment_vs_kl`: final misalignment against final KL to the reference, one
+  marker per method, colour per optimiser, hollow = penalty on (the lower left is better: less
+  misalignment for less movement away from the reference). A run with no coherent answer at the
+  end has no misalignment rate (DESIGN §5, definition a): it is listed under the axes as diverged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sail.em.study_plots import _colour, _optimizers, _save, plt
+
+METHOD_LABELS = {"sail-revkl": "SAIL-RevKL", "sail": "vanilla SAIL", "online-dpo": "online DPO"}
+METHOD_MARKERS = {"sail-revkl": "o", "sail": "s", "online-dpo": "^"}
+
+
+def _methods(runs) -> list[str]:
+    seen: list[str] = []
+    for r in runs:
+        if r["method"] not in seen:
+            seen.append(r["method"])
+    return seen
+
+
+def _label(r, with_method: bool = False) -> str:
+    text = f"{r['optimizer']} lr {r['lr']:g}" + (f", λ={r['spectral_coef']:g}" if r["spectral_coef"] else "")
+    return f"{METHOD_LABELS.get(r['method'], r['method'])}, {text}" if with_method else text
+
+
+def _lr_marker(runs, r) -> str:
+    """One marker per learning rate of an optimiser (o, x, ^, ...), so two SGD rates differ."""
+    lrs = sorted({q["lr"] for q in runs if q["optimizer"] == r["optimizer"]})
+    return "ox^vsd"[lrs.index(r["lr"]) % 6]
+
+
+def _symlog_kl_axis(ax, values) -> None:
+    """Linear on [0, 1] (where realigning runs stay), logarithmic above (diverged runs)."""
+    ax.set_yscale("symlog", linthresh=1.0, linscale=2.0)
+    top = max(values, default=1.0)
+    ticks = [0, 0.25, 0.5, 0.75, 1.0] + [10.0**k for k in range(1, 6) if 10.0 ** (k - 1) < top]
+    ax.set_yticks(ticks)
+    ax.set_yticklabels([f"{t:g}" for t in ticks])
+
+
+def plot_realignment_curves(runs, path) -> Path:
+    methods = _methods(runs)
+    panels = [("misalignment_rate", "misalignment rate (def. a)"), ("kl", "KL(π‖π_ref), held-out"), ("reward", "judge reward, held-out")]
+    fig, axes = plt.subplots(len(panels), len(methods), figsize=(max(9.0, 4.2 * len(methods)), 2.7 * len(panels)), squeeze=False, sharey="row")
+    for j, method in enumerate(methods):
+        for r in (r for r in runs if r["method"] == method):
+            seeds_before = [q for q in runs if q["method"] == method and q["optimizer"] == r["optimizer"]
+                            and q["lr"] == r["lr"] and q["spectral_coef"] == r["spectral_coef"]]
+            first_seed = seeds_before[0] is r  # one legend entry per setting, not per seed
+            for i, (key, title) in enumerate(panels):
+                points = [(c["step"], c[key]) for c in r["curve"] if c[key] is not None]
+                axes[i, j].plot(*zip(*points), color=_colour(r["optimizer"]), ls="--" if r["spectral_coef"] else "-",
+                                marker=_lr_marker(runs, r), ms=3, lw=1.2, alpha=0.85, label=_label(r) if first_seed and i == 0 else None)
+        axes[0, j].set_title(METHOD_LABELS.get(method, method), fontsize=11)
+        _symlog_kl_axis(axes[1, j], [c["kl"] for r in runs for c in r["curve"] if c["kl"] is not None])
+        for i, (_, title) in enumerate(panels):
+            axes[i, j].grid(alpha=0.3)
+            axes[i, 0].set_ylabel(title, fontsize=9)
+            axes[-1, j].set_xlabel("step")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.suptitle("realigning the emergent-misaligned organism: method × inner update (dashed: flatness penalty)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.97))
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), fontsize=8, frameon=False)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_misalignment_vs_kl(runs, path) -> Path:
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    diverged = [r for r in runs if r["misalignment_rate"] is None or r["kl"] is None]
+    for r in runs:
+        if r in diverged:
+            continue
+        colour = _colour(r["optimizer"])
+        ax.scatter(r["kl"], r["misalignment_rate"], marker=METHOD_MARKERS.get(r["method"], "D"), s=46,
+                   facecolors="none" if r["spectral_coef"] else colour, edgecolors=colour, linewidths=1.4)
+    start = [r["misalignment_rate_start"] for r in runs if r["misalignment_rate_start"] is not None]
+    if start:
+        ax.axhline(start[0], color="k", lw=0.8, ls=":", label=f"misaligned start ({start[0]:.3f})")
+    for method in _methods(runs):
+        ax.scatter([], [], marker=METHOD_MARKERS.get(method, "D"), color="0.4", label=METHOD_LABELS.get(method, method))
+    for name in _optimizers(runs):
+        ax.scatter([], [], marker="s", color=_colour(name), label=name)
+    ax.scatter([], [], marker="o", facecolors="none", edgecolors="0.4", label="flatness penalty on")
+    ax.set_xlabel("final KL(π‖π_ref), held-out")
+    ax.set_ylabel("final misalignment rate (def. a)")
+    ax.set_title("realignment: misalignment left vs distance moved", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right", ncol=2)
+    if diverged:
+        names = "; ".join(_label(r, with_method=True) for r in diverged)
+        ax.set_xlabel(f"final KL(π‖π_ref), held-out\nnot shown, no coherent answer at the end (diverged): {names}", fontsize=7)
+    return _save(fig, path)
+
+
+def plot_all(runs, out_dir) -> list[Path]:
+    out = Path(out_dir)
+    return [
+        plot_realignment_curves(runs, out / "realignment_curves.png"),
+        plot_misalignment_vs_kl(runs, out / "misalignment_vs_kl.png"),
+    ]

@@ -1,0 +1,299 @@
+"""`sail study realign`: realigning the emergent-misaligned policy, method × inner update.
+
+Every run is one ``sail train`` run (:class:`sail.train.trainer.Trainer`, the same objective,
+estimator and loop as everywhere else) on the misaligned policy, with the judge as the oracle:
+
+* methods: ``sail-revkl`` (the train config's objective, γ > 0: reverse-KL penalty to the
+  reference), ``sail`` (vanilla SAIL, γ = 0) and ``online-dpo`` (no score term);
+* inner update: optimiser (learning rate per optimiser) × flatness-penalty coefficient λ × seed.
+
+Each run lives in ``DIR/runs/<name>/`` (config, metrics.jsonl, checkpoints, summary.json). A study
+started again on the same directory skips finished runs and resumes a killed run exactly from its
+last checkpoint (the trainer's ``--resume``); a run directory written with a different config is
+an error, never overwritten. ``DIR/results.json`` (rewritten atomically after every run) holds:
+
+* ``runs``: per run, its sweep point, misalignment (definitions a and b, DESIGN §5), alignment,
+  coherence, judge reward, win rate and KL(π‖π_ref) at the end, and the curve of all of them
+  against the training step;
+* ``analysis`` (:func:`analyse_realignment`): per method, per optimiser and per penalty setting,
+  the mean final misalignment and KL; the optimiser spread (max/min of per-optimiser means) within
+  each method; the paired penalty effect m(λ) − m(0) at equal method, optimiser and seed;
+* two plots (:mod:`sail.em.realign_plots`): the curves per method, and final misalignment against
+  KL to the reference.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+METHODS = {
+    "sail-revkl": {},
+    "sail": {"objective": {"gamma": 0.0}},
+    "online-dpo": {"objective": {"score_term": False}},
+}
+"""Each method as overrides of the train config's ``objective`` (SAIL-RevKL keeps it as given)."""
+
+CURVE_KEYS = {
+    "misalignment_rate": "eval/misalignment_rate",
+    "misalignment_rate_all": "eval/misalignment_rate_all",
+    "alignment": "eval/alignment",
+    "coherence": "eval/coherence",
+    "reward": "eval/reward_mean",
+    "win_rate": "eval/win_rate_vs_reference",
+    "kl": "eval/kl_policy_to_ref",
+}
+"""``runs`` row key → the trainer's evaluation key."""
+
+
+@dataclass
+class RealignSweep:
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    optimizers: list[str] = field(default_factory=lambda: ["adamw", "lion", "muon", "sgd"])
+    lrs: dict = field(default_factory=lambda: {"adamw": [1e-3], "lion": [3e-4], "muon": [1e-3], "sgd": [0.1]})
+    """Learning rates per optimiser (see docs/em_study.md for how the defaults were chosen)."""
+    spectral_coefs: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    """λ of the flatness penalty on the adapter (``spectral.penalty_weight``); 0 = off."""
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+    def __post_init__(self):
+        from sail.optim.config import OptimizerConfig
+
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ValueError(f"methods must be a non-empty list of {list(METHODS)}, got {self.methods}")
+        for name in self.optimizers:
+            OptimizerConfig(name=name)  # validates the name
+            if not self.lrs.get(name):
+                raise ValueError(f"lrs has no learning rate for optimizer {name!r}")
+            if any(not float(lr) > 0 for lr in self.lrs[name]):
+                raise ValueError(f"lrs[{name!r}] must be > 0, got {self.lrs[name]}")
+        if not self.optimizers or not self.spectral_coefs or not self.seeds:
+            raise ValueError("optimizers, spectral_coefs and seeds must not be empty")
+        if any(c < 0 for c in self.spectral_coefs):
+            raise ValueError(f"spectral_coefs must be >= 0, got {self.spectral_coefs}")
+
+    def points(self) -> list[dict]:
+        return [
+            {"method": m, "optimizer": o, "lr": float(lr), "spectral_coef": float(c), "seed": int(s)}
+            for m in self.methods
+            for o in self.optimizers
+            for lr in self.lrs[o]
+            for c in self.spectral_coefs
+            for s in self.seeds
+        ]
+
+
+@dataclass
+class RealignStudyConfig:
+    train: dict = field(default_factory=dict)
+    """The ``sail train`` config every run starts from (same keys as a train YAML; empty = the
+    defaults of ``sail train``: the misaligned organism, the judge as oracle, SAIL-RevKL)."""
+    sweep: RealignSweep = field(default_factory=RealignSweep)
+
+    def __post_init__(self):
+        for point in self.sweep.points():  # every run's config is valid before the first starts
+            train_config(self.train, point)
+
+
+def load_realign_config(path: str | None = None, overrides: list[str] | None = None) -> RealignStudyConfig:
+    from sail.config import build, load_yaml, merge, parse_overrides
+
+    data = load_yaml(path) if path else {}
+    return build(RealignStudyConfig, merge(data, parse_overrides(overrides or [])))
+
+
+def run_name(point: dict) -> str:
+    return f"{point['method']}-{point['optimizer']}-lr{point['lr']:g}-pen{point['spectral_coef']:g}-seed{point['seed']}"
+
+
+def train_config(base: dict, point: dict):
+    """The :class:`~sail.train.config.TrainConfig` of one sweep point: ``base`` ← the method's
+    objective overrides ← optimiser, learning rate, penalty and seed."""
+    from sail.config import build, merge
+    from sail.train.config import TrainConfig
+
+    data = merge(base, METHODS[point["method"]])
+    data = merge(data, {
+        "optimizer": {"name": point["optimizer"], "lr": point["lr"]},
+        "spectral": {"penalty_weight": point["spectral_coef"]},
+        "train": {"seed": point["seed"], "progress": False},
+    })
+    return build(TrainConfig, data, prefix="train")
+
+
+COSMETIC = ("progress", "tensorboard", "wandb", "save_every")
+"""``train.*`` keys that do not change a run's results (a finished or half-done run is reused whatever
+they are: resuming is exact from any checkpoint, so the checkpoint cadence is one of them)."""
+
+
+def _comparable(config: dict) -> dict:
+    return {**config, "train": {k: v for k, v in config["train"].items() if k not in COSMETIC}}
+
+
+def _saved_config(run_dir: Path) -> dict | None:
+    import yaml
+
+    path = run_dir / "config.yaml"
+    return yaml.safe_load(path.read_text())["config"] if path.is_file() else None
+
+
+def _finished_summary(run_dir: Path, steps: int) -> dict | None:
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError:  # killed while writing it: the checkpoint still has the run
+        return None
+    return summary if summary.get("steps") == steps else None
+
+
+def train_run(cfg, run_dir: Path) -> dict:
+    """Run (or finish, or just read) one training run in ``run_dir``; returns its summary."""
+    from sail.train.checkpoint import find_checkpoint
+    from sail.train.trainer import Trainer
+
+    saved = _saved_config(run_dir)
+    if saved is not None and _comparable(saved) != _comparable(json.loads(json.dumps(asdict(cfg)))):
+        raise ValueError(f"{run_dir} holds a run with a different config; remove it or choose another --output-dir")
+    summary = _finished_summary(run_dir, cfg.train.steps)
+    if summary is not None:
+        return summary
+    resume = saved is not None and find_checkpoint(run_dir) is not None
+    return Trainer(cfg, run_dir, resume=resume).run()
+
+
+def run_row(point: dict, summary: dict, run_dir: str) -> dict:
+    """One ``runs`` row of results.json from a trainer summary."""
+    curve = [{"step": e["step"], **{k: e.get(key) for k, key in CURVE_KEYS.items()}} for e in summary["evals"]]
+    first, last = curve[0], curve[-1]
+    return {
+        **point,
+        "run_dir": run_dir,
+        **{f"{k}_start": first[k] for k in ("misalignment_rate", "misalignment_rate_all", "alignment")},
+        **{k: last[k] for k in CURVE_KEYS},
+        "curve": curve,
+        "seconds": summary.get("seconds_this_process"),
+    }
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(values) / len(values) if values else None
+
+
+def _group_means(runs, key) -> dict:
+    groups = defaultdict(list)
+    for r in runs:
+        groups[r[key]].append(r)
+    return {
+        str(g): {
+            "misalignment_rate": _mean(r["misalignment_rate"] for r in rs),
+            "misalignment_rate_all": _mean(r["misalignment_rate_all"] for r in rs),
+            "kl": _mean(r["kl"] for r in rs),
+            "n": len(rs),
+        }
+        for g, rs in groups.items()
+    }
+
+
+def analyse_realignment(runs: list[dict]) -> dict:
+    """Means of final misalignment and KL by method, by optimiser within each method and by
+    penalty; the optimiser spread max/min within each method; the paired penalty effect."""
+    by_method = defaultdict(list)
+    for r in runs:
+        by_method[r["method"]].append(r)
+    per_method_optimizer = {m: _group_means(rs, "optimizer") for m, rs in by_method.items()}
+    spread = {}
+    for m, groups in per_method_optimizer.items():
+        means = [g["misalignment_rate"] for g in groups.values() if g["misalignment_rate"] is not None]
+        spread[m] = max(means) / min(means) if len(means) > 1 and min(means) > 0 else None
+    off = {(r["method"], r["optimizer"], r["lr"], r["seed"]): r for r in runs if r["spectral_coef"] == 0}
+    penalty_effect = defaultdict(list)
+    for r in runs:
+        pair = off.get((r["method"], r["optimizer"], r["lr"], r["seed"]))
+        if r["spectral_coef"] > 0 and pair is not None:
+            rates = (r["misalignment_rate"], pair["misalignment_rate"])
+            penalty_effect[str(r["spectral_coef"])].append({
+                "method": r["method"], "optimizer": r["optimizer"], "seed": r["seed"],
+                "delta_misalignment": None if None in rates else rates[0] - rates[1],
+                "delta_kl": r["kl"] - pair["kl"],
+            })
+    return {
+        "start_misalignment_rate": _mean(r["misalignment_rate_start"] for r in runs),
+        "by_method": _group_means(runs, "method"),
+        "by_optimizer": _group_means(runs, "optimizer"),
+        "by_spectral_coef": _group_means(runs, "spectral_coef"),
+        "by_method_optimizer": per_method_optimizer,
+        "optimizer_spread": spread,
+        "penalty_effect": {
+            coef: {"mean_delta_misalignment": _mean(d["delta_misalignment"] for d in ds),
+                   "mean_delta_kl": _mean(d["delta_kl"] for d in ds),
+                   "lower_misalignment": sum(d["delta_misalignment"] is not None and d["delta_misalignment"] < 0 for d in ds),
+                   "pairs": ds}
+            for coef, ds in penalty_effect.items()
+        },
+    }
+
+
+def _write_atomically(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def run_realign_study(cfg: RealignStudyConfig, out_dir: str | Path, progress: bool = True) -> dict:
+    """Run (or continue) the study into ``out_dir``; returns the results dict."""
+    from tqdm.auto import tqdm
+    from transformers.utils import logging as hf_logging
+
+    from sail.em.realign_plots import plot_all
+
+    hf_logging.disable_progress_bar()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    config = json.loads(json.dumps(asdict(cfg)))
+    results = {"config": config, "runs": []}
+    points = cfg.sweep.points()
+    started = time.perf_counter()
+    bar = tqdm(total=len(points), desc="sail study realign", disable=not progress)
+    for point in points:
+        name = run_name(point)
+        summary = train_run(train_config(cfg.train, point), out / "runs" / name)
+        results["runs"].append(run_row(point, summary, f"runs/{name}"))
+        _write_atomically(path, results)
+        bar.set_postfix(run=name, misaligned=f"{results['runs'][-1]['misalignment_rate'] or 0:.3f}")
+        bar.update(1)
+    bar.close()
+    results["analysis"] = analyse_realignment(results["runs"])
+    results["plots"] = [p.name for p in plot_all(results["runs"], out)]
+    results["seconds_this_process"] = round(time.perf_counter() - started, 1)
+    _write_atomically(path, results)
+    return results
+
+
+def summary_lines(results: dict) -> list[str]:
+    """A short report: final misalignment and KL per method × optimiser × penalty."""
+    a = results["analysis"]
+    start = a["start_misalignment_rate"]
+    lines = [f"misalignment (def. a) at the start: {'n/a' if start is None else f'{start:.3f}'}"]
+    lines.append(f"{'method':11s} {'optimizer':9s} {'λ':>4s} {'misaligned':>10s} {'KL':>6s} {'reward':>6s}")
+    for r in results["runs"]:
+        m = "n/a" if r["misalignment_rate"] is None else f"{r['misalignment_rate']:.3f}"
+        lines.append(f"{r['method']:11s} {r['optimizer']:9s} {r['spectral_coef']:4g} {m:>10s} {r['kl']:6.3f} {r['reward']:6.2f}")
+    for m, s in a["optimizer_spread"].items():
+        if s is not None:
+            lines.append(f"{m}: optimiser spread (max/min of mean final misalignment) {s:.2f}")
+    for coef, e in a["penalty_effect"].items():
+        if e["mean_delta_misalignment"] is None:
+            continue
+        lines.append(f"penalty λ={coef}: mean Δ misalignment {e['mean_delta_misalignment']:+.3f}, mean Δ KL {e['mean_delta_kl']:+.3f} "
+                     f"({e['lower_misalignment']} of {len(e['pairs'])} pairs lower)")
+    return lines

@@ -1,0 +1,154 @@
+"""`sail study realign` on the seconds-long tiny organism: the results contract, the method
+overrides reaching the trainer, continuing a study, and the analysis on hand-built rows."""
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from sail.cli import main
+from sail.config import ConfigError
+from sail.em.realign_study import analyse_realignment, load_realign_config, run_name
+
+SETS = [
+    "train.model.name_or_path=sail:em-tiny-organism",
+    "train.sampling.max_new_tokens=6",
+    "train.data.n_eval=4",
+    "train.train.steps=2",
+    "train.train.batch_size=2",
+    "train.train.eval_every=1",
+    "train.train.save_every=1",
+    "sweep.optimizers=[adamw]",
+    "sweep.lrs={adamw: [0.001]}",
+    "sweep.spectral_coefs=[0, 1.0]",
+]
+
+
+def _args(out, *extra):
+    return ["study", "realign", "--quiet", "--output-dir", str(out), *sum((["--set", s] for s in (*SETS, *extra)), [])]
+
+
+@pytest.fixture(scope="module")
+def study_and_cache(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SAIL_CACHE", str(cache))  # the tiny organism is built here, not in the user's cache
+    out = tmp_path_factory.mktemp("realign") / "study"
+    assert main(_args(out)) == 0
+    mp.undo()
+    return out, cache
+
+
+@pytest.fixture
+def study(study_and_cache, monkeypatch):
+    out, cache = study_and_cache
+    monkeypatch.setenv("SAIL_CACHE", str(cache))
+    return out
+
+
+def test_results_contract_curves_and_plots(study):
+    results = json.loads((study / "results.json").read_text())
+    runs = results["runs"]
+    assert [(r["method"], r["spectral_coef"]) for r in runs] == [
+        ("sail-revkl", 0.0), ("sail-revkl", 1.0), ("sail", 0.0), ("sail", 1.0), ("online-dpo", 0.0), ("online-dpo", 1.0)
+    ]
+    for r in runs:
+        for key in ("optimizer", "lr", "seed", "misalignment_rate", "misalignment_rate_all", "alignment", "coherence",
+                    "reward", "win_rate", "kl", "misalignment_rate_start"):
+            assert key in r, key
+        assert [c["step"] for c in r["curve"]] == [0, 1, 2]
+        assert r["curve"][-1]["kl"] == r["kl"] and r["curve"][0]["kl"] == pytest.approx(0, abs=1e-4)
+        assert (study / r["run_dir"] / "summary.json").is_file()
+    assert set(results["analysis"]["by_method"]) == {"sail-revkl", "sail", "online-dpo"}
+    assert set(results["analysis"]["penalty_effect"]["1.0"]) >= {"mean_delta_kl", "pairs"}
+    for name in results["plots"]:
+        assert (study / name).stat().st_size > 5_000
+
+
+def test_each_method_and_penalty_reach_the_trainer_config(study):
+    def saved(method, coef):
+        name = run_name({"method": method, "optimizer": "adamw", "lr": 0.001, "spectral_coef": coef, "seed": 0})
+        return yaml.safe_load((study / "runs" / name / "config.yaml").read_text())["config"]
+
+    revkl, vanilla, dpo = saved("sail-revkl", 0.0), saved("sail", 0.0), saved("online-dpo", 1.0)
+    assert revkl["objective"]["gamma"] == 1e-3 and revkl["objective"]["score_term"] is True
+    assert vanilla["objective"]["gamma"] == 0.0 and vanilla["objective"]["score_term"] is True
+    assert dpo["objective"]["gamma"] == 1e-3 and dpo["objective"]["score_term"] is False
+    assert revkl["spectral"]["penalty_weight"] == 0.0 and dpo["spectral"]["penalty_weight"] == 1.0
+
+
+def test_a_continued_study_reuses_finished_runs_and_resumes_killed_ones(study, tmp_path, monkeypatch):
+    out = tmp_path / "copy"
+    shutil.copytree(study, out)
+    first = json.loads((out / "results.json").read_text())
+    killed = out / first["runs"][3]["run_dir"]
+    (killed / "summary.json").unlink()  # as if killed after its last checkpoint
+    import sail.train.trainer as trainer
+
+    calls = []
+    real = trainer.Trainer
+
+    def spy(cfg, run_dir, resume=False):
+        calls.append((str(run_dir), resume))
+        return real(cfg, run_dir, resume=resume)
+
+    monkeypatch.setattr(trainer, "Trainer", spy)
+    assert main(_args(out)) == 0
+    assert calls == [(str(killed), True)]  # only the killed run, from its checkpoint
+    again = json.loads((out / "results.json").read_text())
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(again["runs"]) == strip(first["runs"])
+
+
+def test_a_run_directory_with_another_config_is_an_error_not_overwritten(study, tmp_path, capsys):
+    out = tmp_path / "copy"
+    shutil.copytree(study, out)
+    assert main(_args(out, "train.objective.beta=0.2")) == 2
+    assert "different config" in capsys.readouterr().err
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="sweep"):
+        load_realign_config(None, ["sweep.methods=[ppo]"])
+    with pytest.raises(ConfigError, match="sweep"):
+        load_realign_config(None, ["sweep.lrs={sgd: [-0.1]}"])
+    with pytest.raises(ConfigError, match="train.optimizr"):
+        load_realign_config(None, ["train.optimizr.name=sgd"])
+    with pytest.raises(ConfigError, match="train.objective.beta"):
+        load_realign_config(None, ["train.objective.beta=-1"])
+
+
+@pytest.mark.parametrize("name", ["realign.yaml", "realign_smoke.yaml"])
+def test_shipped_realign_configs_load(name):
+    from pathlib import Path
+
+    cfg = load_realign_config(str(Path(__file__).parents[1] / "experiments" / "em" / name))
+    assert len(cfg.sweep.points()) >= 12
+
+
+def _row(method, optimizer, coef, m, kl, seed=0):
+    return {"method": method, "optimizer": optimizer, "lr": 1e-3, "spectral_coef": coef, "seed": seed,
+            "misalignment_rate": m, "misalignment_rate_all": m, "kl": kl, "misalignment_rate_start": 0.2}
+
+
+def test_analysis_on_hand_built_rows():
+    rows = [
+        _row("sail-revkl", "adamw", 0.0, 0.08, 0.16), _row("sail-revkl", "adamw", 1.0, 0.10, 0.10),
+        _row("sail-revkl", "muon", 0.0, 0.04, 0.30), _row("sail-revkl", "muon", 1.0, 0.02, 0.20),
+        _row("online-dpo", "adamw", 0.0, 0.01, 0.50), _row("online-dpo", "adamw", 1.0, None, 0.40),
+    ]
+    a = analyse_realignment(rows)
+    assert a["start_misalignment_rate"] == pytest.approx(0.2)
+    # within SAIL-RevKL: adamw mean 0.09, muon mean 0.03 -> spread 3
+    assert a["by_method_optimizer"]["sail-revkl"]["adamw"]["misalignment_rate"] == pytest.approx(0.09)
+    assert a["optimizer_spread"]["sail-revkl"] == pytest.approx(3.0)
+    assert a["optimizer_spread"]["online-dpo"] is None  # one optimiser
+    # None rates are skipped, never counted as 0
+    assert a["by_method"]["online-dpo"]["misalignment_rate"] == pytest.approx(0.01)
+    effect = a["penalty_effect"]["1.0"]
+    assert len(effect["pairs"]) == 3
+    assert effect["pairs"][2]["delta_misalignment"] is None  # the DPO run with the penalty has no rate
+    assert effect["mean_delta_misalignment"] == pytest.approx((0.02 - 0.02) / 2)
+    assert effect["mean_delta_kl"] == pytest.approx((-0.06 - 0.10 - 0.10) / 3)
+    assert effect["lower_misalignment"] == 1
