@@ -74,6 +74,24 @@ def test_a_continued_study_skips_finished_runs(tiny_organism, tmp_path, monkeypa
     assert again["runs"] == first["runs"]
 
 
+def test_an_extended_sweep_runs_only_its_new_points_and_other_settings_start_afresh(tiny_organism, tmp_path, monkeypatch):
+    out = tmp_path / "study"
+    args = _study_args(tiny_organism, out, "em_protocol=false", "sweep.spectral_coefs=[0]", "sweep.optimizers=[adamw]")
+    assert main(args) == 0
+    first = json.loads((out / "results.json").read_text())["runs"]
+    import sail.em.study as study
+
+    real, calls = study.finetune, []
+    monkeypatch.setattr(study, "finetune", lambda base, cfg, **k: calls.append((cfg.optimizer.name, cfg.seed)) or real(base, cfg, **k))
+    assert main(args[:-2] + ["--set", "sweep.optimizers=[adamw]", "--set", "sweep.seeds=[0, 1]"]) == 0
+    assert calls == [("adamw", 1)]  # seed 0 reused
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert runs[0] == first[0] and [r["seed"] for r in runs] == [0, 1]
+    calls.clear()
+    assert main(args + ["--set", "finetune.steps=2"]) == 0  # another fine-tune: nothing is reused
+    assert calls == [("adamw", 0)]
+
+
 def test_study_config_errors_name_the_key():
     with pytest.raises(ConfigError) as err:
         load_study_config(None, ["sweep.optimizers=[adam]"])

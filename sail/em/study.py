@@ -14,7 +14,9 @@ misalignment rates (DESIGN §5), coherence and the adapter's flatness. Then:
 * four plots (:mod:`sail.em.study_plots`).
 
 ``DIR/results.json`` is rewritten atomically after every run; a study started again on the same
-directory skips the runs it already has (same config), so a killed study loses at most one run.
+directory skips the runs it already has (same organism and fine-tune settings, see
+:func:`_reusable`), so a killed study loses at most one run and an extended sweep (another seed)
+runs only its new points.
 """
 
 from __future__ import annotations
@@ -164,6 +166,28 @@ def _write_atomically(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def _point(run: dict) -> tuple:
+    return (run["optimizer"], run["lr"], run["spectral_coef"], run["seed"])
+
+
+def _reusable(previous: dict, config: dict, points: list[dict]) -> dict:
+    """What a study on an existing directory keeps: with the same organism and fine-tune settings,
+    every finished run that is still a point of the sweep (so a killed study continues, and a sweep
+    extended by seeds, rates or coefficients runs only the new points), and the ``em`` block if it
+    was made from the same first point. Anything else starts afresh."""
+    fresh = {"config": config, "runs": [], "em": None, "analysis": None}
+    old = previous.get("config") or {}
+    if {k: v for k, v in old.items() if k != "sweep"} != {k: v for k, v in config.items() if k != "sweep"}:
+        return fresh
+    wanted = {_point(p) for p in points}
+    fresh["runs"] = [r for r in previous.get("runs", []) if _point(r) in wanted]
+    em = previous.get("em")
+    first = points[0]
+    if em and em.get("narrow_run") == {k: first[k] for k in ("optimizer", "lr", "seed")}:
+        fresh["em"] = em
+    return fresh
+
+
 def run_study(cfg: StudyConfig, out_dir: str | Path, progress: bool = True) -> dict:
     """Run (or continue) the study into ``out_dir``; returns the results dict."""
     from tqdm.auto import tqdm
@@ -180,9 +204,7 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, progress: bool = True) -> d
     config = json.loads(json.dumps(asdict(cfg)))  # as it reads back from results.json
     results = {"config": config, "runs": [], "em": None, "analysis": None}
     if path.exists():
-        previous = json.loads(path.read_text())
-        if previous.get("config") == config:  # continue a killed study
-            results = previous
+        results = _reusable(json.loads(path.read_text()), config, cfg.sweep.runs())
     base_dir = base_directory(cfg.organism)
     done = {(r["optimizer"], r["lr"], r["spectral_coef"], r["seed"]) for r in results["runs"]}
     todo = [r for r in cfg.sweep.runs() if (r["optimizer"], r["lr"], r["spectral_coef"], r["seed"]) not in done]
