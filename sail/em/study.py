@@ -170,14 +170,25 @@ def _point(run: dict) -> tuple:
     return (run["optimizer"], run["lr"], run["spectral_coef"], run["seed"])
 
 
+def _normalised(config: dict) -> dict | None:
+    """A saved config read back through :class:`StudyConfig`: keys added to the settings since it
+    was written take their defaults (which keep the earlier behaviour); None if it no longer builds."""
+    from sail.config import build
+
+    try:
+        return json.loads(json.dumps(asdict(build(StudyConfig, config))))
+    except (ValueError, TypeError):
+        return None
+
+
 def _reusable(previous: dict, config: dict, points: list[dict]) -> dict:
     """What a study on an existing directory keeps: with the same organism and fine-tune settings,
     every finished run that is still a point of the sweep (so a killed study continues, and a sweep
     extended by seeds, rates or coefficients runs only the new points), and the ``em`` block if it
     was made from the same first point. Anything else starts afresh."""
     fresh = {"config": config, "runs": [], "em": None, "analysis": None}
-    old = previous.get("config") or {}
-    if {k: v for k, v in old.items() if k != "sweep"} != {k: v for k, v in config.items() if k != "sweep"}:
+    old = _normalised(previous.get("config") or {})
+    if old is None or {k: v for k, v in old.items() if k != "sweep"} != {k: v for k, v in config.items() if k != "sweep"}:
         return fresh
     wanted = {_point(p) for p in points}
     fresh["runs"] = [r for r in previous.get("runs", []) if _point(r) in wanted]
