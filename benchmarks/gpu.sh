@@ -12,7 +12,7 @@ run() {  # name, timeout seconds, command...
   if timeout "$limit" "$@" > "$OUT/$name.json" 2> "$OUT/$name.err"; then tail -n 3 "$OUT/$name.json"; else echo "   failed or timed out (see $OUT/$name.err)"; fi
 }
 # sampling: fast path vs plain generate (LoRA r=32 on all projections), batch 256, 128 new tokens
-run sample_0.6b 120 sail bench sample --json --model 0.6b --dtype bfloat16 --batch 256 --new-tokens 128 --prompt-len 64 --repeats 2
+run sample_0.6b 200 sail bench sample --json --model 0.6b --dtype bfloat16 --batch 256 --new-tokens 128 --prompt-len 64 --repeats 2 --compiled-baseline
 run sample_0.6b_compiled 200 sail bench sample --json --model 0.6b --dtype bfloat16 --batch 256 --new-tokens 128 --prompt-len 64 --repeats 2 --compile
 run sample_1.7b 120 sail bench sample --json --model 1.7b --dtype bfloat16 --batch 256 --new-tokens 128 --prompt-len 64 --repeats 2
 run sample_8b   150 sail bench sample --json --model 8b   --dtype bfloat16 --batch 64  --new-tokens 128 --prompt-len 64 --repeats 1

@@ -16,6 +16,15 @@ def test_bench_sample_json(capsys):
         assert out[key] > 0, key
 
 
+@pytest.mark.slow
+def test_bench_sample_compiled_baseline_json(capsys):
+    """The base model with a static cache and torch.compile (forced off-GPU): a minute of compiling."""
+    args = ["bench", "sample", "--json", "--vocab", "256", "--batch", "2", "--new-tokens", "4", "--repeats", "1", "--rank", "4", "--compiled-baseline"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["static_compiled_tokens_per_s"] > 0 and out["speedup_vs_static_compiled"] > 0
+
+
 @pytest.fixture(scope="module")
 def quick_base(tmp_path_factory):
     from sail.tasks import default as task

@@ -10,12 +10,18 @@ of ``--repeats`` after one warm-up each:
 
 * ``plain``: ``model.generate`` on the PEFT model (adapter applied on the fly, dynamic cache) — the
   baseline of every ratio;
-* ``static``: the same ``generate`` with ``cache_implementation="static"``;
+* ``static``: the same ``generate`` with ``cache_implementation="static"`` (on a GPU, transformers
+  compiles the forward of a static-cache ``generate`` by itself);
+* ``static_compiled`` (``--compiled-baseline``): the issue's strongest HF baseline, the *base* model
+  (adapter disabled) with a static cache and ``torch.compile`` (transformers' ``CompileConfig``;
+  mode ``reduce-overhead`` on a GPU, ``default`` elsewhere, where transformers has to be told to
+  compile); compile time is in its warm-up;
 * ``fast``: :class:`sail.sampling.fast.FastSampler` (merged weights + static cache + lean loop),
   timed *including* the weight refresh that follows every optimiser step in training.
 
 tokens/s = batch × new tokens / seconds. Ratios: ``speedup`` = fast / plain, ``static_speedup`` =
-static / plain. Timings are reported, never asserted.
+static / plain, ``speedup_vs_static_compiled`` = fast / static_compiled. Timings are reported,
+never asserted.
 """
 
 from __future__ import annotations
@@ -95,7 +101,7 @@ def _interleaved_best_seconds(fns, repeats: int, device) -> list[float]:
 
 def run(
     preset="tiny", vocab=QWEN3_VOCAB, rank=32, batch=16, prompt_len=32, new_tokens=32, repeats=3, device="cpu", dtype="float32",
-    seed=0, compile=False,
+    seed=0, compile=False, compiled_baseline=False,
 ) -> dict:
     torch_dtype = getattr(torch, dtype)
     model = build_adapted_qwen3(preset, vocab, rank, device, torch_dtype, seed)
@@ -117,13 +123,28 @@ def run(
             )
         assert out.shape[1] - ids.shape[1] == new_tokens
 
+    def static_compiled_call():
+        from transformers import CompileConfig
+
+        on_gpu = torch.device(device).type == "cuda"
+        config = CompileConfig(mode="reduce-overhead" if on_gpu else "default")
+        if not on_gpu:
+            config._compile_all_devices = True  # transformers' documented switch for compiling off-GPU
+        with torch.no_grad(), model.disable_adapter():
+            out = model.generate(
+                input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0, max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens, pad_token_id=0, cache_implementation="static", compile_config=config,
+            )
+        assert out.shape[1] - ids.shape[1] == new_tokens
+
     def fast_call():
         if fast._merged is not None:  # the refresh that follows every optimiser step in training
             fast._merged.refresh()
         out = fast.generate(model, ids, mask, 1, fast_sampling, None, 0, gen)
         assert out.shape == (batch, new_tokens)
 
-    t_plain, t_static, t_fast = _interleaved_best_seconds([plain_call, static_call, fast_call], repeats, device)
+    calls = [plain_call, static_call, fast_call] + ([static_compiled_call] if compiled_baseline else [])
+    t_plain, t_static, t_fast, *t_compiled = _interleaved_best_seconds(calls, repeats, device)
     t_refresh = _best_seconds(fast._merged.refresh, repeats, device)
     tokens = batch * new_tokens
     return {
@@ -141,6 +162,7 @@ def run(
         "static_speedup": t_plain / t_static,
         "fast_refresh_ms": t_refresh * 1e3,
         "fast_compiled": compile,
+        **({"static_compiled_tokens_per_s": tokens / t_compiled[0], "speedup_vs_static_compiled": t_compiled[0] / t_fast} if t_compiled else {}),
         "device": torch.cuda.get_device_name() if torch.device(device).type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -153,7 +175,7 @@ def _cmd(args) -> int:
         torch.set_num_threads(args.threads)
     out = run(
         args.model, args.vocab, args.rank, args.batch, args.prompt_len, args.new_tokens, args.repeats, args.device, args.dtype,
-        args.seed, args.compile,
+        args.seed, args.compile, args.compiled_baseline,
     )
     if args.json:
         print(dumps(out))
@@ -167,6 +189,9 @@ def _cmd(args) -> int:
         ("generate, static cache", out["static_tokens_per_s"], out["static_speedup"]),
         ("sail fast (merged + static, incl. refresh)", out["fast_tokens_per_s"], out["speedup"]),
     ]
+    if "static_compiled_tokens_per_s" in out:
+        rows.insert(2, ("generate, base model, static cache, compiled", out["static_compiled_tokens_per_s"],
+                        out["static_compiled_tokens_per_s"] / out["plain_tokens_per_s"]))
     print(table(rows, ("sampler", "tokens/s", "/ plain")))
     print(f"weight refresh after an update: {out['fast_refresh_ms']:.2f} ms")
     return 0
@@ -186,5 +211,7 @@ def register(benches) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compile", action="store_true", help="torch.compile the fast path (CUDA graphs on a GPU); compile time is in the warm-up")
+    p.add_argument("--compiled-baseline", action="store_true",
+                   help="also time the base model (adapter off) with a static cache and torch.compile: the strongest HF baseline")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd)
