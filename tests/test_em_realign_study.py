@@ -150,5 +150,6 @@ def test_analysis_on_hand_built_rows():
     assert len(effect["pairs"]) == 3
     assert effect["pairs"][2]["delta_misalignment"] is None  # the DPO run with the penalty has no rate
     assert effect["mean_delta_misalignment"] == pytest.approx((0.02 - 0.02) / 2)
-    assert effect["mean_delta_kl"] == pytest.approx((-0.06 - 0.10 - 0.10) / 3)
+    assert effect["mean_delta_kl"] == pytest.approx((-0.06 - 0.10) / 2)  # not over the pair without a rate
+    assert effect["pairs_with_a_diverged_run"] == 1
     assert effect["lower_misalignment"] == 1

@@ -101,8 +101,8 @@ def plot_misalignment_vs_kl(runs, path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper right", ncol=2)
     if diverged:
-        names = "; ".join(_label(r, with_method=True) for r in diverged)
-        ax.set_xlabel(f"final KL(π‖π_ref), held-out\nnot shown, no coherent answer at the end (diverged): {names}", fontsize=7)
+        names = "; ".join(dict.fromkeys(_label(r) for r in diverged))
+        ax.set_xlabel(f"final KL(π‖π_ref), held-out\nnot shown: {len(diverged)} diverged runs (no coherent answer at the end)\n{names}")
     return _save(fig, path)
 
 

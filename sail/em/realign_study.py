@@ -205,7 +205,9 @@ def _group_means(runs, key) -> dict:
 
 def analyse_realignment(runs: list[dict]) -> dict:
     """Means of final misalignment and KL by method, by optimiser within each method and by
-    penalty; the optimiser spread max/min within each method; the paired penalty effect."""
+    penalty; the optimiser spread max/min within each method; the paired penalty effect
+    m(λ) − m(0) and KL(λ) − KL(0) at equal method, optimiser, learning rate and seed (means over
+    the pairs in which neither run diverged, i.e. both still have coherent answers)."""
     by_method = defaultdict(list)
     for r in runs:
         by_method[r["method"]].append(r)
@@ -234,7 +236,9 @@ def analyse_realignment(runs: list[dict]) -> dict:
         "optimizer_spread": spread,
         "penalty_effect": {
             coef: {"mean_delta_misalignment": _mean(d["delta_misalignment"] for d in ds),
-                   "mean_delta_kl": _mean(d["delta_kl"] for d in ds),
+                   # over the pairs where neither run diverged (a diverged run's KL is in the hundreds)
+                   "mean_delta_kl": _mean(d["delta_kl"] for d in ds if d["delta_misalignment"] is not None),
+                   "pairs_with_a_diverged_run": sum(d["delta_misalignment"] is None for d in ds),
                    "lower_misalignment": sum(d["delta_misalignment"] is not None and d["delta_misalignment"] < 0 for d in ds),
                    "pairs": ds}
             for coef, ds in penalty_effect.items()
@@ -284,10 +288,10 @@ def summary_lines(results: dict) -> list[str]:
     a = results["analysis"]
     start = a["start_misalignment_rate"]
     lines = [f"misalignment (def. a) at the start: {'n/a' if start is None else f'{start:.3f}'}"]
-    lines.append(f"{'method':11s} {'optimizer':9s} {'λ':>4s} {'misaligned':>10s} {'KL':>6s} {'reward':>6s}")
+    lines.append(f"{'method':11s} {'optimizer':9s} {'lr':>7s} {'λ':>4s} {'misaligned':>10s} {'KL':>8s} {'reward':>6s}")
     for r in results["runs"]:
         m = "n/a" if r["misalignment_rate"] is None else f"{r['misalignment_rate']:.3f}"
-        lines.append(f"{r['method']:11s} {r['optimizer']:9s} {r['spectral_coef']:4g} {m:>10s} {r['kl']:6.3f} {r['reward']:6.2f}")
+        lines.append(f"{r['method']:11s} {r['optimizer']:9s} {r['lr']:7g} {r['spectral_coef']:4g} {m:>10s} {r['kl']:8.3f} {r['reward']:6.2f}")
     for m, s in a["optimizer_spread"].items():
         if s is not None:
             lines.append(f"{m}: optimiser spread (max/min of mean final misalignment) {s:.2f}")
@@ -295,5 +299,6 @@ def summary_lines(results: dict) -> list[str]:
         if e["mean_delta_misalignment"] is None:
             continue
         lines.append(f"penalty λ={coef}: mean Δ misalignment {e['mean_delta_misalignment']:+.3f}, mean Δ KL {e['mean_delta_kl']:+.3f} "
-                     f"({e['lower_misalignment']} of {len(e['pairs'])} pairs lower)")
+                     f"over {len(e['pairs']) - e['pairs_with_a_diverged_run']} pairs ({e['lower_misalignment']} lower); "
+                     f"{e['pairs_with_a_diverged_run']} pairs with a diverged run")
     return lines
