@@ -13,7 +13,9 @@ shared machine hits both sides alike.
   forward, SAIL-RevKL loss (score term, exact per-position KL), backward, optimiser step. Phases are
   timed separately afterwards on the same batch size: ``sample``, ``label``, ``reference`` (the
   adapter-off forward alone), ``loss_backward`` (policy + reference forward, loss, backward),
-  ``update``.
+  ``update``. The training step's model FLOPs utilisation (``mfu`` against the GPU's datasheet
+  peak, ``mfu_vs_matmul`` against a matmul timed in the same process) is that of
+  ``loss_backward``; :mod:`sail.bench.mfu` states the FLOP count.
 * ``trl``: ``OnlineDPOTrainer.train`` (TRL ≥ 1.x, ``trl.experimental.online_dpo``), step time from
   a callback around each optimiser step; generated tokens counted in the reward function.
 
@@ -135,6 +137,7 @@ def run_sail(opts: dict) -> dict:
     loss_backward()
     phases["update"] = _best_seconds(update, repeats, device)
     return {
+        **_mfu(trainer.model, batch, responses, phases["loss_backward"], device, opts["dtype"]),
         "step_s": step_s,
         "samples_per_s": samples / step_s,
         "tokens_per_s": statistics.median(tokens) / step_s,
@@ -221,6 +224,28 @@ def run_trl(opts: dict) -> dict:
     }
 
 
+def _mfu(model, batch, responses, seconds: float, device, dtype: str) -> dict:
+    """Model FLOPs utilisation of the ``loss_backward`` phase (:mod:`sail.bench.mfu`)."""
+    from sail.bench.mfu import datasheet_tflops, linear_weights, lora_weights, measured_matmul_tflops, step_flops
+
+    config = model.config
+    prompts, n, length = responses.tokens.shape
+    sequences = prompts * n
+    flops = step_flops(
+        linear_weights(model), config.num_hidden_layers, config.hidden_size, config.vocab_size, sequences,
+        batch.input_ids.shape[1] + length, int(responses.mask.sum()), lora_weights(model),
+    )
+    achieved = flops / seconds / 1e12
+    matmul, sheet = measured_matmul_tflops(device, dtype), datasheet_tflops(device, dtype)
+    return {
+        "train_step_tflops": achieved,
+        "matmul_tflops": matmul,
+        "mfu_vs_matmul": achieved / matmul,
+        "datasheet_tflops": sheet,
+        "mfu": achieved / sheet if sheet else None,
+    }
+
+
 def _best_of(rounds: list[dict]) -> dict:
     best = min(rounds, key=lambda r: r["step_s"])
     return {**best, "rounds_step_s": [r["step_s"] for r in rounds]}
@@ -301,6 +326,10 @@ def _cmd(args) -> int:
         rows.append(("TRL OnlineDPOTrainer " + out["trl"]["trl_version"], out["trl"]["samples_per_s"], out["trl"]["tokens_per_s"], out["trl"]["peak_mem_mb"]))
     print(table(rows, ("iteration", "samples/s", "tokens/s", "peak MB")))
     print(table(sorted(out["sail"]["phase_ms"].items(), key=lambda kv: -kv[1]), ("sail phase", "ms")))
+    sail = out["sail"]
+    mfu = f"{sail['mfu']:.1%} of the datasheet peak, " if sail["mfu"] else ""
+    print(f"training step (loss forward + backward): {sail['train_step_tflops']:.3g} TFLOP/s, {mfu}"
+          f"{sail['mfu_vs_matmul']:.1%} of a {sail['matmul_tflops']:.3g} TFLOP/s matmul measured here")
     if out["speedup_vs_trl"]:
         print(f"sail / TRL samples/s: {out['speedup_vs_trl']:.2f}x")
     return 0
