@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU throughput figures (prepared for one H100; about 8 minutes): random-init Qwen3 shapes with
+# GPU throughput figures (prepared for one H100; about 8 minutes, the 8B MFU run last and optional): random-init Qwen3 shapes with
 # Qwen3's vocabulary, bf16. Writes JSON into ${OUT:-benchmarks/gpu}. Run from the repository root
 # with the package and the bench extra installed:  pip install -e '.[bench]' && bash benchmarks/gpu.sh
 set -euo pipefail
@@ -20,4 +20,6 @@ run sample_8b   150 sail bench sample --json --model 8b   --dtype bfloat16 --bat
 run loop_0.6b 150 sail bench loop --json --model-path random:0.6b --dtype bfloat16 --batch 64 --new-tokens 128 --rank 32 --warmup 1 --repeats 3 --rounds 1 --engine fast
 # log-prob memory before/after on a 152k vocabulary
 run logprob_0.6b 60 sail bench logprob --json --model 0.6b --dtype bfloat16 --batch 32 --response-len 128
+# training-step MFU at 8B shapes (sail only; the target is >= 35 % of the dense bf16 peak): last, the slowest to set up
+run loop_8b_mfu 240 sail bench loop --json --model-path random:8b --dtype bfloat16 --batch 16 --new-tokens 64 --rank 32 --warmup 1 --repeats 2 --rounds 1 --engine fast --no-trl
 echo "results in $OUT"
