@@ -218,10 +218,27 @@ class CausalLMPolicy(torch.nn.Module):
 
     def _response_hidden(self, prompts: PromptBatch, responses: ResponseBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Final hidden states at the positions predicting each response token: ([B·n, T, H], tokens,
-        mask); the LM head is applied later, in chunks (only one position's logits are computed here)."""
+        mask); the LM head is applied later, in chunks.
+
+        The causal LM itself is called (under FSDP2 its hooks gather the root's weights), asked for
+        logits at no position, and the decoder's output (after the final norm) is read by a forward
+        hook: no logits are computed here, and no per-layer hidden states are kept."""
         inputs, tokens, mask = self._response_inputs(prompts, responses)
-        out = self.model(**inputs, logits_to_keep=1, output_hidden_states=True)
-        return out.hidden_states[-1][:, -(tokens.shape[1] + 1) : -1], tokens, mask
+        captured = []
+
+        def keep(module, args, output):
+            captured.append(output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0])
+
+        handle = self._decoder().register_forward_hook(keep)
+        try:
+            self.model(**inputs, logits_to_keep=torch.empty(0, dtype=torch.long, device=inputs["input_ids"].device))
+        finally:
+            handle.remove()
+        return captured[-1][:, -(tokens.shape[1] + 1) : -1], tokens, mask
+
+    def _decoder(self):
+        inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return inner.get_decoder()
 
     def _head(self):
         inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
