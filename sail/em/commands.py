@@ -5,44 +5,38 @@ from __future__ import annotations
 import time
 
 
-def cmd_study_em(args) -> int:
-    import sys
-
-    from sail.config import ConfigError
-    from sail.em.study import load_study_config, run_study, summary_lines
-
-    try:
-        cfg = load_study_config(args.config, args.set)
-        out_dir = args.output_dir or f"runs/study-em-{time.strftime('%Y%m%d-%H%M%S')}"
-        results = run_study(cfg, out_dir, progress=not args.quiet)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"sail study em: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"{out_dir}: {len(results['runs'])} runs")
-    for line in summary_lines(results):
-        print(line)
-    return 0
-
-
-def cmd_study_realign(args) -> int:
+def _run_study(name: str, load, run, summary_lines, args) -> int:
+    """Load the config, run (or continue) the study, print its summary; a bad config, input or run
+    is one line on stderr and exit status 2."""
     import sys
 
     from sail.config import ConfigError
     from sail.data import DataError
-    from sail.em.realign_study import load_realign_config, run_realign_study, summary_lines
     from sail.train.trainer import TrainingError
 
     try:
-        cfg = load_realign_config(args.config, args.set)
-        out_dir = args.output_dir or f"runs/study-realign-{time.strftime('%Y%m%d-%H%M%S')}"
-        results = run_realign_study(cfg, out_dir, progress=not args.quiet)
+        cfg = load(args.config, args.set)
+        out_dir = args.output_dir or f"runs/study-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        results = run(cfg, out_dir, progress=not args.quiet)
     except (ConfigError, DataError, TrainingError, FileNotFoundError, ValueError) as exc:
-        print(f"sail study realign: error: {exc}", file=sys.stderr)
+        print(f"sail study {name}: error: {exc}", file=sys.stderr)
         return 2
     print(f"{out_dir}: {len(results['runs'])} runs")
     for line in summary_lines(results):
         print(line)
     return 0
+
+
+def cmd_study_em(args) -> int:
+    from sail.em.study import load_study_config, run_study, summary_lines
+
+    return _run_study("em", load_study_config, run_study, summary_lines, args)
+
+
+def cmd_study_realign(args) -> int:
+    from sail.em.realign_study import load_realign_config, run_realign_study, summary_lines
+
+    return _run_study("realign", load_realign_config, run_realign_study, summary_lines, args)
 
 
 def add_study_parser(sub) -> None:
