@@ -194,3 +194,9 @@ def load_yaml(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError("--config", f"{path} must hold a mapping at the top level")
     return data
+
+
+def load(cls, path: str | Path | None = None, overrides: list[str] | None = None):
+    """``cls`` from its defaults ← the YAML file at ``path`` (if any) ← ``key=value`` overrides, validated."""
+    data = load_yaml(path) if path else {}
+    return build(cls, merge(data, parse_overrides(overrides or [])))

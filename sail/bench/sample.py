@@ -123,17 +123,18 @@ def run(
             )
         assert out.shape[1] - ids.shape[1] == new_tokens
 
-    def static_compiled_call():
-        from transformers import CompileConfig
+    from transformers import CompileConfig
 
-        on_gpu = torch.device(device).type == "cuda"
-        config = CompileConfig(mode="reduce-overhead" if on_gpu else "default")
-        if not on_gpu:
-            config._compile_all_devices = True  # transformers' documented switch for compiling off-GPU
+    on_gpu = torch.device(device).type == "cuda"
+    compile_config = CompileConfig(mode="reduce-overhead" if on_gpu else "default")
+    if not on_gpu:
+        compile_config._compile_all_devices = True  # transformers' documented switch for compiling off-GPU
+
+    def static_compiled_call():
         with torch.no_grad(), model.disable_adapter():
             out = model.generate(
                 input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0, max_new_tokens=new_tokens,
-                min_new_tokens=new_tokens, pad_token_id=0, cache_implementation="static", compile_config=config,
+                min_new_tokens=new_tokens, pad_token_id=0, cache_implementation="static", compile_config=compile_config,
             )
         assert out.shape[1] - ids.shape[1] == new_tokens
 

@@ -14,18 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sail.em.study_plots import _colour, _optimizers, _save, plt
+from sail.em.study_plots import _colour, _distinct, _optimizers, _save, plt
 
 METHOD_LABELS = {"sail-revkl": "SAIL-RevKL", "sail": "vanilla SAIL", "online-dpo": "online DPO"}
 METHOD_MARKERS = {"sail-revkl": "o", "sail": "s", "online-dpo": "^"}
-
-
-def _methods(runs) -> list[str]:
-    seen: list[str] = []
-    for r in runs:
-        if r["method"] not in seen:
-            seen.append(r["method"])
-    return seen
 
 
 def _label(r, with_method: bool = False) -> str:
@@ -49,14 +41,14 @@ def _symlog_kl_axis(ax, values) -> None:
 
 
 def plot_realignment_curves(runs, path) -> Path:
-    methods = _methods(runs)
+    methods = _distinct(runs, "method")
     panels = [("misalignment_rate", "misalignment rate (def. a)"), ("kl", "KL(π‖π_ref), held-out"), ("reward", "judge reward, held-out")]
     fig, axes = plt.subplots(len(panels), len(methods), figsize=(max(9.0, 4.2 * len(methods)), 2.7 * len(panels)), squeeze=False, sharey="row")
     for j, method in enumerate(methods):
+        labelled: set[str] = set()  # one legend entry per setting, not per seed
         for r in (r for r in runs if r["method"] == method):
-            seeds_before = [q for q in runs if q["method"] == method and q["optimizer"] == r["optimizer"]
-                            and q["lr"] == r["lr"] and q["spectral_coef"] == r["spectral_coef"]]
-            first_seed = seeds_before[0] is r  # one legend entry per setting, not per seed
+            first_seed = _label(r) not in labelled
+            labelled.add(_label(r))
             for i, (key, title) in enumerate(panels):
                 points = [(c["step"], c[key]) for c in r["curve"] if c[key] is not None]
                 axes[i, j].plot(*zip(*points), color=_colour(r["optimizer"]), ls="--" if r["spectral_coef"] else "-",
@@ -90,7 +82,7 @@ def plot_misalignment_vs_kl(runs, path) -> Path:
     start = [r["misalignment_rate_start"] for r in runs if r["misalignment_rate_start"] is not None]
     if start:
         ax.axhline(start[0], color="k", lw=0.8, ls=":", label=f"misaligned start ({start[0]:.3f})")
-    for method in _methods(runs):
+    for method in _distinct(runs, "method"):
         ax.scatter([], [], marker=METHOD_MARKERS.get(method, "D"), color="0.4", label=METHOD_LABELS.get(method, method))
     for name in _optimizers(runs):
         ax.scatter([], [], marker="s", color=_colour(name), label=name)

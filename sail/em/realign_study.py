@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -102,10 +101,9 @@ class RealignStudyConfig:
 
 
 def load_realign_config(path: str | None = None, overrides: list[str] | None = None) -> RealignStudyConfig:
-    from sail.config import build, load_yaml, merge, parse_overrides
+    from sail.config import load
 
-    data = load_yaml(path) if path else {}
-    return build(RealignStudyConfig, merge(data, parse_overrides(overrides or [])))
+    return load(RealignStudyConfig, path, overrides)
 
 
 def run_name(point: dict) -> str:
@@ -246,18 +244,13 @@ def analyse_realignment(runs: list[dict]) -> dict:
     }
 
 
-def _write_atomically(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
 def run_realign_study(cfg: RealignStudyConfig, out_dir: str | Path, progress: bool = True) -> dict:
     """Run (or continue) the study into ``out_dir``; returns the results dict."""
     from tqdm.auto import tqdm
     from transformers.utils import logging as hf_logging
 
     from sail.em.realign_plots import plot_all
+    from sail.em.study import write_json_atomically
 
     hf_logging.disable_progress_bar()
     out = Path(out_dir)
@@ -272,14 +265,14 @@ def run_realign_study(cfg: RealignStudyConfig, out_dir: str | Path, progress: bo
         name = run_name(point)
         summary = train_run(train_config(cfg.train, point), out / "runs" / name)
         results["runs"].append(run_row(point, summary, f"runs/{name}"))
-        _write_atomically(path, results)
+        write_json_atomically(path, results)
         bar.set_postfix(run=name, misaligned=f"{results['runs'][-1]['misalignment_rate'] or 0:.3f}")
         bar.update(1)
     bar.close()
     results["analysis"] = analyse_realignment(results["runs"])
     results["plots"] = [p.name for p in plot_all(results["runs"], out)]
     results["seconds_this_process"] = round(time.perf_counter() - started, 1)
-    _write_atomically(path, results)
+    write_json_atomically(path, results)
     return results
 
 

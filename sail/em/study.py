@@ -90,10 +90,9 @@ class StudyConfig:
 
 
 def load_study_config(path: str | None = None, overrides: list[str] | None = None) -> StudyConfig:
-    from sail.config import build, load_yaml, merge, parse_overrides
+    from sail.config import load
 
-    data = load_yaml(path) if path else {}
-    return build(StudyConfig, merge(data, parse_overrides(overrides or [])))
+    return load(StudyConfig, path, overrides)
 
 
 def base_directory(source: OrganismSource) -> Path:
@@ -160,7 +159,8 @@ def run_row(run: dict, result) -> dict:
     }
 
 
-def _write_atomically(path: Path, data: dict) -> None:
+def write_json_atomically(path: Path, data: dict) -> None:
+    """``path`` holds either its old content or all of ``data``, never a torn file."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, path)
@@ -224,7 +224,7 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, progress: bool = True) -> d
     for run in todo:
         result = finetune(base_dir, run_config(cfg.finetune, run))
         results["runs"].append(run_row(run, result))
-        _write_atomically(path, results)
+        write_json_atomically(path, results)
         rate = results["runs"][-1]["misalignment_rate"]
         bar.set_postfix(opt=run["optimizer"], misaligned="n/a" if rate is None else f"{rate:.2f}")
         bar.update(1)
@@ -241,7 +241,7 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, progress: bool = True) -> d
     results["plots"] = [p.name for p in plot_all(results["runs"], out)]
     results["seconds_this_process"] = round(time.perf_counter() - started, 1)
     results["base_dir"] = str(base_dir)
-    _write_atomically(path, results)
+    write_json_atomically(path, results)
     return results
 
 

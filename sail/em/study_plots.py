@@ -28,12 +28,13 @@ def _colour(name: str) -> str:
     return OPTIMIZER_COLOURS.get(name, "tab:grey")
 
 
+def _distinct(runs, key: str) -> list:
+    """The values of ``key`` over ``runs``, each once, in order of first appearance."""
+    return list(dict.fromkeys(r[key] for r in runs))
+
+
 def _optimizers(runs) -> list[str]:
-    seen: list[str] = []
-    for r in runs:
-        if r["optimizer"] not in seen:
-            seen.append(r["optimizer"])
-    return seen
+    return _distinct(runs, "optimizer")
 
 
 def _save(fig, path) -> Path:

@@ -187,8 +187,6 @@ class TrainConfig:
 
 def load_config(path: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Defaults ← YAML file ← ``key=value`` overrides, validated."""
-    from sail.config import build, load_yaml, merge, parse_overrides
+    from sail.config import load
 
-    data = load_yaml(path) if path else {}
-    data = merge(data, parse_overrides(overrides or []))
-    return build(TrainConfig, data)
+    return load(TrainConfig, path, overrides)
