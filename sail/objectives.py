@@ -1,7 +1,7 @@
 """SAIL, SAIL-RevKL and DPO objectives as functions of log-probability tensors.
 
 These functions are shared by every policy class: the exact log-linear checkers and the LLM
-trainer call the same code. Notation (DESIGN.md §3):
+trainer call the same code. Notation (docs/theory.md):
 
 * implicit reward difference  Δ_θ(x, y₁, y₂) = log π_θ(y₁|x)/π_ref(y₁|x) − log π_θ(y₂|x)/π_ref(y₂|x);
 * per-pair SAIL term          ℓ = p log σ(βΔ) + (1 − p) log σ(−βΔ),  with p = p(y₁ ≻ y₂ | x);
@@ -24,7 +24,33 @@ KL_DIRECTIONS = ("ref_to_policy", "policy_to_ref")
 Fisher covariance for log-linear policies); ``policy_to_ref`` = KL(π_θ‖π_ref) (the usual RLHF
 "reverse KL")."""
 
-KL_ESTIMATORS = ("exact", "k1", "k2", "k3")
+SAMPLE_KL_ESTIMATORS = ("k1", "k2", "k3", "k1_score", "k2_score", "k3_score")
+"""Schulman's per-sample estimators on responses y ~ π_θ (:func:`kl_sample_estimate`): ``kN`` enters
+the loss with its pathwise gradient, ``kN_score`` with the score correction sg(k)·log π_θ(y) added
+(:func:`kl_penalty`); k1_score and k3_score have unbiased gradients in both directions."""
+
+PER_POSITION_KL_ESTIMATORS = ("sequence", "per_token_on_policy_prefixes")
+"""Estimators that sum the exact KL over the vocabulary at each prefix of a drawn response.
+
+``sequence`` (the default) is unbiased for the sequence KL in value and gradient: for
+``ref_to_policy`` the responses are drawn from π_ref and the pathwise gradient is exact in
+expectation (π_ref does not depend on θ); for ``policy_to_ref`` they are drawn from π_θ and the
+KL-to-go score term is added. ``per_token_on_policy_prefixes`` sums the per-position KL along
+prefixes drawn from π_θ and takes the pathwise gradient: for ``ref_to_policy`` that is another
+divergence than KL(π_ref‖π_θ) of the sequence, and for both directions its gradient is biased
+(docs/training.md tabulates the bias; it is kept for comparison with the token-level proxy)."""
+
+KL_ESTIMATORS = PER_POSITION_KL_ESTIMATORS + SAMPLE_KL_ESTIMATORS
+
+DEPRECATED_KL_ESTIMATORS = {"exact": "per_token_on_policy_prefixes"}
+"""Old names, still read (with a warning) so that older configs and run directories load."""
+
+
+def kl_draw_distribution(direction: str, estimator: str) -> str:
+    """Which distribution the KL term's responses must be drawn from: ``reference`` (π_ref) for the
+    ``sequence`` estimator of KL(π_ref‖π_θ), ``policy`` (π_θ) for every other estimator."""
+    check_kl_direction(direction)
+    return "reference" if estimator == "sequence" and direction == "ref_to_policy" else "policy"
 
 
 def check_kl_direction(direction: str) -> str:
@@ -201,6 +227,16 @@ def kl_sample_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, direction: st
         if estimator == "k3":
             return -torch.expm1(-log_ratio) - weight * log_ratio
     raise ValueError(f"sample KL estimator must be one of ('k1', 'k2', 'k3'), got {estimator!r}")
+
+
+def sample_kl_term(logp: torch.Tensor, ref_logp: torch.Tensor, direction: str, estimator: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss term, value) of a :data:`SAMPLE_KL_ESTIMATORS` entry for responses y ~ π_θ.
+
+    ``kN``: the per-sample estimator with its pathwise gradient; ``kN_score``: plus sg(k)·log π_θ(y).
+    The value is the estimator itself (no graph)."""
+    base = estimator.removesuffix("_score")
+    term = kl_penalty(logp, ref_logp.detach(), direction, base, score_correction=estimator.endswith("_score"))
+    return term, kl_sample_estimate(logp.detach(), ref_logp.detach(), direction, base)
 
 
 def kl_penalty(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sail.loop import ContextSampler, SailConfig, project_onto_ball_, run_loop, sail_loss
+from sail.loop import ContextSampler, MicroBatch, SailConfig, online_micro_batch, project_onto_ball_, run_loop, sail_loss, sail_step
 from sail.oracles import TabularRewardOracle, bradley_terry_labels
 from sail.policies.loglinear import DTYPE, LogLinearPolicy
 from sail.theory.instance import random_instance
@@ -67,22 +67,90 @@ def _sampled_gradient_mean(inst, policy, cfg, label_mode, seed, n_batches=1000, 
 
 
 @pytest.mark.parametrize(
-    "kl,estimator,correction",
+    "kl,estimator",
     [
-        ("ref_to_policy", "exact", False),
-        ("policy_to_ref", "exact", False),
-        ("ref_to_policy", "k3", True),
-        ("policy_to_ref", "k2", False),
+        ("ref_to_policy", "sequence"),
+        ("policy_to_ref", "sequence"),
+        ("ref_to_policy", "per_token_on_policy_prefixes"),  # one position: the per-position KL is the KL
+        ("ref_to_policy", "k3_score"),
+        ("policy_to_ref", "k2"),
     ],
 )
-def test_sampled_loss_gradient_mean_within_three_standard_errors(kl, estimator, correction):
+def test_sampled_loss_gradient_mean_within_three_standard_errors(kl, estimator):
     """The mean of sampled loop gradients matches ∇J_γ within 3 standard errors per coordinate."""
     inst, policy, exact = _world(seed=1, kl=kl)
-    cfg = SailConfig(
-        beta=inst.beta, gamma=inst.gamma, kl_direction=kl, kl_estimator=estimator, kl_score_correction=correction
-    )
+    cfg = SailConfig(beta=inst.beta, gamma=inst.gamma, kl_direction=kl, kl_estimator=estimator)
     mean, se = _sampled_gradient_mean(inst, policy, cfg, "sample", seed=123)
     assert ((mean - exact).abs() <= 3 * se).all(), (mean, exact, se)
+
+
+@pytest.mark.parametrize(
+    "old,correction,direction,new",
+    [
+        ("exact", False, "ref_to_policy", "per_token_on_policy_prefixes"),
+        ("exact", True, "policy_to_ref", "sequence"),
+        ("k3", True, "ref_to_policy", "k3_score"),
+        ("k1", True, "policy_to_ref", "k1_score"),
+    ],
+)
+def test_deprecated_estimator_names_fold_into_the_new_ones(old, correction, direction, new):
+    with pytest.warns(FutureWarning, match=new):
+        cfg = SailConfig(kl_estimator=old, kl_score_correction=correction, kl_direction=direction)
+    assert cfg.kl_estimator == new and cfg.kl_score_correction is False
+
+
+def test_score_correction_without_a_meaning_is_refused():
+    with pytest.raises(ValueError, match="kl_score_correction"):
+        SailConfig(kl_estimator="exact", kl_score_correction=True, kl_direction="ref_to_policy")
+    with pytest.raises(ValueError, match="kl_score_correction"):
+        SailConfig(kl_estimator="sequence", kl_score_correction=True)
+
+
+def test_a_step_with_a_nonfinite_gradient_is_skipped():
+    """A finite loss whose gradient is not finite never reaches the optimiser."""
+    inst, policy, _ = _world(seed=2)
+    before = policy.theta.detach().clone()
+    opt = torch.optim.SGD(policy.trainable_parameters(), lr=0.1)
+    gen = torch.Generator().manual_seed(0)
+    batch = online_micro_batch(policy, TabularRewardOracle(inst.reward), torch.tensor([0, 1]), gen)
+    # √|θ − θ| is 0 in value, and its gradient at 0 is 0·∞ = NaN
+    kink = lambda: torch.sqrt((policy.theta - policy.theta.detach()).abs().sum())  # noqa: E731
+    result = sail_step(policy, [batch], opt, SailConfig(beta=inst.beta, gamma=inst.gamma), penalty=kink)
+    assert result.skipped == "gradient" and not np.isfinite(result.grad_norm)
+    assert torch.equal(policy.theta.detach(), before) and policy.theta.grad is None
+    # the control: the same step without the kink moves θ
+    result = sail_step(policy, [batch], opt, SailConfig(beta=inst.beta, gamma=inst.gamma))
+    assert result.skipped is None and not torch.equal(policy.theta.detach(), before)
+
+
+def test_a_step_with_a_nonfinite_loss_is_skipped():
+    inst, policy, _ = _world(seed=2)
+    before = policy.theta.detach().clone()
+    opt = torch.optim.SGD(policy.trainable_parameters(), lr=0.1)
+    batch = online_micro_batch(policy, TabularRewardOracle(inst.reward), torch.tensor([0, 1]), torch.Generator().manual_seed(0))
+    result = sail_step(policy, [batch], opt, SailConfig(), penalty=lambda: torch.tensor(float("inf")))
+    assert result.skipped == "loss" and torch.equal(policy.theta.detach(), before)
+
+
+def test_accumulated_micro_batches_equal_one_batch():
+    """Two micro-batches of B pairs with accumulation 2 step like one batch of 2B pairs (no baseline)."""
+    inst, policy, _ = _world(seed=3)
+    theta0 = policy.theta.detach().clone()
+    prompts, responses = torch.tensor([0, 1, 1, 0]), torch.tensor([[0, 1], [2, 1], [1, 1], [2, 0]])
+    labels = torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=DTYPE)
+    cfg = SailConfig(beta=inst.beta, gamma=inst.gamma, baseline="none")
+
+    def step(batches, accumulation):
+        with torch.no_grad():
+            policy.theta.copy_(theta0)
+        opt = torch.optim.SGD(policy.trainable_parameters(), lr=0.5)
+        sail_step(policy, batches, opt, cfg, accumulation=accumulation)
+        return policy.theta.detach().clone()
+
+    whole = step([MicroBatch(prompts, responses, labels)], 1)
+    halves = step([MicroBatch(prompts[:2], responses[:2], labels[:2]), MicroBatch(prompts[2:], responses[2:], labels[2:])], 2)
+    torch.testing.assert_close(whole, halves, rtol=1e-12, atol=1e-14)
+    assert not torch.equal(whole, theta0)
 
 
 def test_biased_kl_gradient_is_detected():
@@ -115,7 +183,7 @@ def test_loop_converges_to_the_exact_maximiser():
     policy = LogLinearPolicy(inst.features, inst.theta_ref)
     gap0 = best - problem.value(policy.theta.detach())
     opt = torch.optim.SGD(policy.trainable_parameters(), lr=0.3)
-    cfg = SailConfig(beta=inst.beta, gamma=inst.gamma)
+    cfg = SailConfig(beta=inst.beta, gamma=inst.gamma, radius=inst.radius)
     history = run_loop(
         policy,
         TabularRewardOracle(inst.reward, mode="sample"),
@@ -124,13 +192,30 @@ def test_loop_converges_to_the_exact_maximiser():
         cfg,
         steps=300,
         batch_size=256,
-        radius=inst.radius,
         generator=torch.Generator().manual_seed(0),
     )
     gap = best - problem.value(policy.theta.detach())
     assert gap < 0.05 * gap0
-    assert len(history) == 300 and {"losses/loss", "charts/kl", "charts/distance_to_ref"} <= set(history[-1])
+    assert len(history) == 300 and {"losses/loss", "charts/kl", "charts/distance_to_init"} <= set(history[-1])
     assert torch.linalg.norm(policy.theta.detach() - policy.theta_ref) <= inst.radius + 1e-12
+
+
+def test_projection_binds_in_the_loop():
+    """With a radius below the unconstrained maximiser's distance, every iterate stays on the ball
+    and the iterates reach its boundary; without it they leave."""
+    inst = random_instance(0, n_contexts=3, n_responses=4, dim=3, beta=1.0, gamma=0.0, radius=0.1)
+
+    def distances(radius):
+        policy = LogLinearPolicy(inst.features, inst.theta_ref)
+        opt = torch.optim.SGD(policy.trainable_parameters(), lr=0.5)
+        cfg = SailConfig(beta=inst.beta, gamma=0.0, radius=radius)
+        sampler, oracle = ContextSampler(inst.context_probs), TabularRewardOracle(inst.reward, mode="soft")
+        history = run_loop(policy, oracle, sampler, opt, cfg, steps=40, batch_size=64, generator=torch.Generator().manual_seed(0))
+        return [h["charts/distance_to_init"] for h in history]
+
+    free, bound = distances(None), distances(0.1)
+    assert max(free) > 0.2
+    assert max(bound) == pytest.approx(0.1, rel=1e-12) and all(d <= 0.1 + 1e-12 for d in bound)
 
 
 def test_bradley_terry_label_modes():
@@ -149,7 +234,8 @@ def test_bradley_terry_label_modes():
 @pytest.mark.parametrize(
     "kwargs,match",
     [({"beta": 0.0}, "beta"), ({"gamma": -1.0}, "gamma"), ({"kl_direction": "fwd"}, "kl_direction"),
-     ({"kl_estimator": "k9"}, "kl_estimator"), ({"baseline": "median"}, "baseline")],
+     ({"kl_estimator": "k9"}, "kl_estimator"), ({"baseline": "median"}, "baseline"),
+     ({"radius": 0.0}, "radius"), ({"gamma": float("inf")}, "gamma"), ({"beta": float("inf")}, "beta")],
 )
 def test_sail_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):

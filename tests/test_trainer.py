@@ -105,12 +105,14 @@ def test_adapter_changes_and_base_does_not(base_dir, prompt_files, tmp_path):
         ["routes.online_oracle=0", "routes.online_self=1"],  # SAIL-PP
         ["routes.online_oracle=0", "routes.dataset_self=0.5", "routes.offline_dpo=0.5"],  # SAIL-DP + offline DPO
         ["objective.kl_estimator=k3", "objective.kl_direction=policy_to_ref", "optimizer.name=muon", "optimizer.lr=0.02"],
-        ["objective.kl_direction=policy_to_ref", "objective.kl_score_correction=true", "sampling.engine=fast"],
+        ["objective.kl_direction=policy_to_ref", "sampling.engine=fast"],  # sequence KL with the KL-to-go term
+        ["objective.kl_estimator=per_token_on_policy_prefixes", "sampling.engine=fast"],
+        ["routes.online_oracle=0", "routes.offline_dpo=1", "objective.kl_direction=policy_to_ref"],  # policy draws for the KL
     ],
-    ids=["vanilla-sail", "online-dpo", "sail-pp", "sail-dp-and-dpo", "k3-muon", "kl-to-go-fast-sampler"],
+    ids=["vanilla-sail", "online-dpo", "sail-pp", "sail-dp-and-dpo", "k3-muon", "kl-to-go-fast-sampler", "per-token-proxy", "dpo-policy-draws"],
 )
 def test_variants_run_from_config_alone(base_dir, prompt_files, tmp_path, variant):
-    extra = [f"data.pairs={prompt_files / 'pairs.jsonl'}"] if any("dataset" in v for v in variant) else []
+    extra = [f"data.pairs={prompt_files / 'pairs.jsonl'}"] if any("dataset" in v or "offline" in v for v in variant) else []
     cfg = load_config(None, _overrides(base_dir, prompt_files, "train.steps=2", "spectral.log_every=0", *variant, *extra))
     summary = Trainer(cfg, tmp_path / "r").run()
     assert summary["steps"] == 2 and summary["skipped_steps"] == 0
@@ -200,7 +202,9 @@ def test_nonfinite_losses_are_skipped_then_stop(base_dir, prompt_files, tmp_path
         loss, stats = sail_loss(*args, **kwargs)
         return loss * float("nan"), stats
 
-    monkeypatch.setattr(trainer_module, "sail_loss", nan_loss)
+    import sail.loop
+
+    monkeypatch.setattr(sail.loop, "sail_loss", nan_loss)
     with pytest.raises(TrainingError, match="non-finite losses in a row"):
         trainer.run()
     rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
@@ -210,13 +214,72 @@ def test_nonfinite_losses_are_skipped_then_stop(base_dir, prompt_files, tmp_path
     )
 
 
+def test_a_nonfinite_gradient_with_a_finite_loss_is_skipped(base_dir, prompt_files, tmp_path):
+    """β = 1e30: the loss stays finite, the gradient overflows; no step reaches the optimiser."""
+    cfg = load_config(None, _overrides(base_dir, prompt_files, "train.steps=5", "train.max_nonfinite=2", "spectral.log_every=0", "objective.beta=1e30"))
+    trainer = Trainer(cfg, tmp_path / "r")
+    before = {n: p.detach().clone() for n, p in trainer._named_trainable().items()}
+    with pytest.raises(TrainingError, match="non-finite gradients in a row"):
+        trainer.run()
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("skipped_nonfinite_gradient") for r in rows)
+    assert all(torch.equal(before[n], p) for n, p in trainer._named_trainable().items())
+
+
+def test_the_trainer_steps_through_the_one_loop(base_dir, prompt_files, tmp_path, monkeypatch):
+    """Each trainer step is one call of sail.loop.sail_step; replaying that call's micro-batches from
+    the same parameters and optimiser state gives the trainer's update bit for bit."""
+    import copy
+
+    import sail.train.trainer as trainer_module
+    from sail.loop import sail_step
+
+    cfg = load_config(None, _overrides(base_dir, prompt_files, "spectral.log_every=0", "train.grad_accum=2", "objective.gamma=0.5"))
+    trainer = Trainer(cfg, tmp_path / "r")
+    calls = []
+
+    def recording(policy, micro_batches, optimizer, objective, **hooks):
+        batches = list(micro_batches)
+        start = ([p.detach().clone() for p in policy.trainable_parameters()], copy.deepcopy(optimizer.state_dict()))
+        calls.append((batches, start, objective, hooks))
+        return sail_step(policy, batches, optimizer, objective, **hooks)
+
+    monkeypatch.setattr(trainer_module, "sail_step", recording)
+    trainer.train_step()
+    assert len(calls) == 1 and len(calls[0][0]) == 2
+    after = [p.detach().clone() for p in trainer.policy.trainable_parameters()]
+    batches, (params, opt_state), objective, hooks = calls[0]
+    with torch.no_grad():
+        for p, start in zip(trainer.policy.trainable_parameters(), params):
+            p.copy_(start)
+    trainer.optimizer.load_state_dict(opt_state)
+    for micro, b in enumerate(batches):  # the KL's reference draws replay from their generators' starting states
+        b.kl_generator = trainer_module.process_generator(cfg.train.seed, 0, micro, 0, trainer_module.KL_DRAWS)
+    sail_step(trainer.policy, batches, trainer.optimizer, objective, **hooks)
+    replay = [p.detach() for p in trainer.policy.trainable_parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(after, replay))
+    assert any(not torch.equal(a, s) for a, s in zip(after, params))
+
+
+def test_the_projection_binds_in_a_trainer_run(base_dir, prompt_files, tmp_path):
+    radius = 0.02
+    cfg = load_config(None, _overrides(base_dir, prompt_files, "train.steps=4", "spectral.log_every=0", "optimizer.lr=0.01", f"objective.radius={radius}"))
+    trainer = Trainer(cfg, tmp_path / "r")
+    trainer.run()
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    distances = [r["charts/distance_to_init"] for r in rows if "charts/distance_to_init" in r]
+    assert len(distances) == 4 and max(distances) == pytest.approx(radius, rel=1e-6)
+    final = torch.sqrt(sum(((p.double() - c.double()) ** 2).sum() for p, c in zip(trainer.policy.trainable_parameters(), trainer.policy.ball_center())))
+    assert final.item() <= radius * (1 + 1e-6)
+
+
 def _cli(args, **kwargs):
     return subprocess.Popen([sys.executable, "-m", "sail.cli", "train", *args], **kwargs)
 
 
 @pytest.mark.parametrize("engine", ["hf", "fast"])
 def test_resume_after_sigkill_is_bit_exact(base_dir, prompt_files, tmp_path, engine):
-    extra = ("train.steps=6", "spectral.log_every=0", f"sampling.engine={engine}")
+    extra = ("train.steps=6", "spectral.log_every=0", f"sampling.engine={engine}") + (("objective.radius=0.05",) if engine == "fast" else ())
     overrides = sum((["--set", o] for o in _overrides(base_dir, prompt_files, *extra)), [])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     full = tmp_path / "full"

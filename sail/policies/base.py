@@ -5,12 +5,17 @@ A policy maps prompts to a distribution over responses. The loop needs only:
 * ``sample(prompts, n, generator)``: n responses per prompt, drawn from π_θ;
 * ``logprob(prompts, responses)``: differentiable log π_θ(y|x) for each response;
 * ``ref_logprob(prompts, responses)``: log π_ref(y|x), without a graph;
-* ``kl_exact(prompts, responses, direction)``: the exact KL to the reference for each prompt
-  (for sequences: summed per-position KL over the vocabulary on the sampled prefixes);
-* ``score_pairs(prompts, responses, kl_direction=None, kl_score_correction=False)``: (logprob,
-  ref_logprob, kl_exact or None) in one call, so that a policy can share its forward passes between
-  them (the loss uses it); ``kl_score_correction`` asks for a KL whose gradient accounts for the
-  responses having been sampled from π_θ (sequence policies; a no-op where the KL is exact);
+* ``reference()``: a context manager inside which ``sample`` draws from π_ref (the reference
+  draws of the ``sequence`` KL estimator);
+* ``per_position_kl(prompts, responses, direction, kl_to_go=False)``: Σ_t KL_dir at each prefix of
+  each response, summed over the vocabulary and averaged over the n responses: [B]. For a
+  one-position policy (log-linear) this is the exact KL; for sequences it is an unbiased estimate
+  of the sequence KL when the prefixes are drawn from the KL's first argument. ``kl_to_go`` adds
+  the zero-valued score term Σ_t (log p_θ(y_t) − sg(·))·sg(Σ_{s>t} KL_s), which makes the gradient
+  unbiased when the responses were drawn from π_θ;
+* ``score_pairs(prompts, responses, kl_direction=None, kl_to_go=False)``: (logprob, ref_logprob,
+  per_position_kl or None) in one call, so that a policy can share its forward passes between
+  them;
 * ``trainable_parameters()`` and ``ball_center()``: the parameters an optimiser updates, and the
   point the theory ball ‖θ − θ_ref‖ ≤ R is centred on (same order and shapes).
 
@@ -21,7 +26,7 @@ response indices for log-linear policies, token batches for causal LMs. ``respon
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from typing import ContextManager, Protocol, Sequence, runtime_checkable
 
 import torch
 
@@ -34,9 +39,11 @@ class Policy(Protocol):
 
     def ref_logprob(self, prompts, responses) -> torch.Tensor: ...
 
-    def kl_exact(self, prompts, responses, direction: str) -> torch.Tensor: ...
+    def reference(self) -> ContextManager: ...
 
-    def score_pairs(self, prompts, responses, kl_direction: str | None = None, kl_score_correction: bool = False): ...
+    def per_position_kl(self, prompts, responses, direction: str, kl_to_go: bool = False) -> torch.Tensor: ...
+
+    def score_pairs(self, prompts, responses, kl_direction: str | None = None, kl_to_go: bool = False): ...
 
     def trainable_parameters(self) -> Sequence[torch.nn.Parameter]: ...
 

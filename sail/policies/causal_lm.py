@@ -2,7 +2,8 @@
 
 π_θ(y|x) = Π_t p_θ(y_t | x, y_<t) over the response tokens, θ = the LoRA parameters; the reference
 π_ref is the same network with the adapter disabled, which is exact while the base weights are
-frozen (and equals π_θ at initialisation, where LoRA's B = 0).
+frozen (and equals π_θ at initialisation, where LoRA's B = 0); another reference (a frozen
+starting adapter, a disabled head delta) is given as a context under which the model computes it.
 
 The policy implements the protocol of :mod:`sail.policies.base`, so :mod:`sail.loop` trains it with
 the same objective code as a log-linear policy. Sequence log-probabilities are computed with a
@@ -18,6 +19,7 @@ related but different objective.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -87,6 +89,8 @@ class CausalLMPolicy(torch.nn.Module):
         sampling: :class:`SamplingConfig`.
         logprob_chunk: response positions per chunk of the LM head (None: ⌊2²⁴/V⌋, 64 MB of
             float32 logits); see :mod:`sail.policies.logprobs`.
+        reference: a zero-argument callable returning a context manager under which ``model``
+            computes π_ref (None: ``model.disable_adapter``, the base model).
     """
 
     def __init__(
@@ -97,9 +101,11 @@ class CausalLMPolicy(torch.nn.Module):
         sampling: SamplingConfig | None = None,
         tokenizer=None,
         logprob_chunk: int | None = None,
+        reference=None,
     ):
         super().__init__()
         self.model = model
+        self._reference = reference
         self.tokenizer = tokenizer
         self.eos_token_id = eos_token_id
         self.pad_token_id = pad_token_id
@@ -109,6 +115,15 @@ class CausalLMPolicy(torch.nn.Module):
         self._center = [p.detach().clone() for p in self.trainable_parameters()]
 
     # --- the Policy protocol -------------------------------------------------------------
+    def reference(self):
+        """A context inside which the model is π_ref: ``sample`` draws reference responses. Without a
+        given reference: the adapter disabled (a model without an adapter is its own reference)."""
+        if self._reference is not None:
+            return self._reference()
+        if hasattr(self.model, "disable_adapter"):
+            return self.model.disable_adapter()
+        return nullcontext()
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
@@ -252,46 +267,43 @@ class CausalLMPolicy(torch.nn.Module):
 
     @torch.no_grad()
     def ref_logprob(self, prompts: PromptBatch, responses: ResponseBatch) -> torch.Tensor:
-        """log π_ref(y|x): the same network with the adapter disabled."""
-        with self.model.disable_adapter():
+        """log π_ref(y|x): the network inside :meth:`reference`."""
+        with self.reference():
             return self.logprob(prompts, responses)
 
-    def kl_exact(self, prompts: PromptBatch, responses: ResponseBatch, direction: str) -> torch.Tensor:
-        """Σ_t KL over the vocabulary at each sampled prefix (x, y_<t), averaged over the n responses: [B].
-
-        For ``policy_to_ref`` its expectation over y ~ π_θ is the sequence KL(π_θ‖π_ref) (chain
-        rule); for ``ref_to_policy`` the prefixes would have to come from π_ref for that, so on
-        policy samples it is a per-position surrogate. Its pathwise gradient ignores that the
-        prefixes depend on θ (see docs for the measured bias).
-        """
-        return self.score_pairs(prompts, responses, direction)[2]
+    def per_position_kl(self, prompts: PromptBatch, responses: ResponseBatch, direction: str, kl_to_go: bool = False) -> torch.Tensor:
+        """K(y) = Σ_t KL_dir(π_θ(·|x, y_<t), π_ref(·|x, y_<t)) over the vocabulary at each prefix of
+        the given responses, averaged over the n responses: [B]; see :meth:`score_pairs`."""
+        return self.score_pairs(prompts, responses, direction, kl_to_go)[2]
 
     def score_pairs(
         self,
         prompts: PromptBatch,
         responses: ResponseBatch,
         kl_direction: str | None = None,
-        kl_score_correction: bool = False,
+        kl_to_go: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(log π_θ [B, n], log π_ref [B, n], exact per-position KL [B] or None) from one forward pass
-        of the policy and one of the reference (what the loss needs, without recomputing logits).
+        """(log π_θ [B, n], log π_ref [B, n], K [B] or None) from one forward pass of the policy and
+        one of the reference (what the loss needs, without recomputing logits).
 
-        The KL is K(y) = Σ_t k_t with k_t = KL_dir(π_θ(·|x, y_<t), π_ref(·|x, y_<t)) over the
-        vocabulary, averaged over the n responses. Its pathwise gradient misses that the prefixes
-        y_<t are drawn from π_θ. With ``kl_score_correction`` (responses sampled from π_θ) the
-        KL-to-go score term Σ_t (log p_θ(y_t) − sg(log p_θ(y_t)))·sg(Σ_{s>t} k_s) is added: zero in
-        value, and it makes the expected gradient exactly ∇E_{y∼π_θ}[K(y)] (by the chain rule over
-        the prefixes: ∇E[k_t] = E[∇k_t] + E[k_t Σ_{s<t} ∇log p_θ(y_s)]). For ``policy_to_ref`` that
-        is ∇KL(π_θ‖π_ref) of the whole sequence; for ``ref_to_policy`` E_{π_θ}[K] is a per-position
-        surrogate, not the sequence KL(π_ref‖π_θ) (that would need prefixes from π_ref).
+        K(y) = Σ_t k_t with k_t = KL_dir(π_θ(·|x, y_<t), π_ref(·|x, y_<t)) over the vocabulary,
+        averaged over the n responses. By the chain rule, E_{y∼p}[K(y)] is the sequence KL when
+        the prefixes come from the KL's first argument p: π_ref for ``ref_to_policy``, π_θ for
+        ``policy_to_ref``. Its pathwise gradient is then unbiased for prefixes from π_ref (they do
+        not depend on θ); for prefixes from π_θ it misses that they move with θ, and ``kl_to_go``
+        adds the KL-to-go score term Σ_t (log p_θ(y_t) − sg(log p_θ(y_t)))·sg(Σ_{s>t} k_s): zero in
+        value, and it makes the expected gradient exactly ∇E_{y∼π_θ}[K(y)] (∇E[k_t] = E[∇k_t] +
+        E[k_t Σ_{s<t} ∇log p_θ(y_s)]). On π_θ prefixes that is ∇KL(π_θ‖π_ref) of the sequence for
+        ``policy_to_ref``; for ``ref_to_policy`` E_{π_θ}[K] is another divergence than the
+        sequence KL(π_ref‖π_θ) (see :data:`sail.objectives.PER_POSITION_KL_ESTIMATORS`).
         """
         if kl_direction is not None:
             check_kl_direction(kl_direction)
         hidden, tokens, mask = self._response_hidden(prompts, responses)
-        with torch.no_grad(), self.model.disable_adapter():
+        with torch.no_grad(), self.reference():
             ref_hidden, _, _ = self._response_hidden(prompts, responses)
         token_lp, ref_token_lp, per_position = response_terms(
-            self._head(), hidden, tokens, mask, ref_hidden, kl_direction, self.model.disable_adapter, self.logprob_chunk
+            self._head(), hidden, tokens, mask, ref_hidden, kl_direction, self.reference, self.logprob_chunk
         )
         batch, n = len(prompts), responses.n
         logp = token_lp.sum(-1).reshape(batch, n)
@@ -299,7 +311,7 @@ class CausalLMPolicy(torch.nn.Module):
         if kl_direction is None:
             return logp, ref_logp, None
         total = per_position.sum(-1)
-        if kl_score_correction:
-            kl_to_go = (per_position.sum(-1, keepdim=True) - per_position.cumsum(-1)).detach()
-            total = total + ((token_lp - token_lp.detach()) * kl_to_go).sum(-1)
+        if kl_to_go:
+            kl_to_go_values = (per_position.sum(-1, keepdim=True) - per_position.cumsum(-1)).detach()
+            total = total + ((token_lp - token_lp.detach()) * kl_to_go_values).sum(-1)
         return logp, ref_logp, total.reshape(batch, n).mean(-1)

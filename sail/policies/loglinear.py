@@ -2,7 +2,7 @@
 
 Besides the :class:`~sail.policies.base.Policy` protocol used by the training loop, a
 log-linear policy exposes the *exact* population SAIL-RevKL objective, its gradient and its
-Hessian by enumeration (DESIGN.md §3). With u_y = (θ − θ_ref)ᵀφ(x, y), centred features
+Hessian by enumeration (docs/theory.md). With u_y = (θ − θ_ref)ᵀφ(x, y), centred features
 S_y = φ(x, y) − E_{π_θ}φ, pair weights P₁₂ = π₁π₂ and ℓ, ℓ', ℓ'' the pair term and its
 Δ-derivatives at Δ₁₂ = u₁ − u₂:
 
@@ -22,6 +22,7 @@ KL terms (per context): ``ref_to_policy`` has ∇ = E_θφ − E_refφ and ∇²
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -69,6 +70,7 @@ class LogLinearPolicy(torch.nn.Module):
         self.register_buffer("ref_log_probs", F.log_softmax(features @ theta_ref, dim=-1))
         start = theta_ref if theta is None else torch.as_tensor(theta, dtype=DTYPE)
         self.theta = torch.nn.Parameter(start.clone())
+        self._sample_reference = False
 
     @classmethod
     def tabular(cls, n_contexts: int, n_responses: int, theta_ref=None, theta=None) -> "LogLinearPolicy":
@@ -107,8 +109,17 @@ class LogLinearPolicy(torch.nn.Module):
     def sample(self, prompts: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n i.i.d. responses per context, shape [B, n]."""
         with torch.no_grad():
-            probs = self.log_probs(contexts=prompts).exp()
-        return torch.multinomial(probs, n, replacement=True, generator=generator)
+            log_probs = self.ref_log_probs[prompts] if self._sample_reference else self.log_probs(contexts=prompts)
+        return torch.multinomial(log_probs.exp(), n, replacement=True, generator=generator)
+
+    @contextmanager
+    def reference(self):
+        """Inside the context, :meth:`sample` draws from π_ref."""
+        previous, self._sample_reference = self._sample_reference, True
+        try:
+            yield
+        finally:
+            self._sample_reference = previous
 
     def logprob(self, prompts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
         return self.log_probs(contexts=prompts).gather(1, responses)
@@ -116,18 +127,17 @@ class LogLinearPolicy(torch.nn.Module):
     def ref_logprob(self, prompts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
         return self.ref_log_probs[prompts].gather(1, responses)
 
-    def kl_exact(self, prompts: torch.Tensor, responses: torch.Tensor | None, direction: str) -> torch.Tensor:
-        """Exact KL over Y for each prompt's context (``responses`` are not needed)."""
+    def per_position_kl(
+        self, prompts: torch.Tensor, responses: torch.Tensor | None, direction: str, kl_to_go: bool = False
+    ) -> torch.Tensor:
+        """The exact KL over Y for each prompt's context: a response is a single position, so the
+        per-position KL is the whole KL, whatever was drawn (``responses`` are not needed and
+        ``kl_to_go`` has nothing to add)."""
         return kl_exact(self.log_probs(contexts=prompts), self.ref_log_probs[prompts], direction)
 
-    def score_pairs(
-        self, prompts: torch.Tensor, responses: torch.Tensor, kl_direction: str | None = None, kl_score_correction: bool = False
-    ):
-        """(log π_θ, log π_ref, exact KL per prompt or None): what the loss needs in one call.
-
-        The KL here is exact over all responses (it does not depend on the sampled ones), so its
-        gradient is exact and ``kl_score_correction`` has nothing to correct."""
-        kl = None if kl_direction is None else self.kl_exact(prompts, responses, kl_direction)
+    def score_pairs(self, prompts: torch.Tensor, responses: torch.Tensor, kl_direction: str | None = None, kl_to_go: bool = False):
+        """(log π_θ, log π_ref, exact KL per prompt or None): what the loss needs in one call."""
+        kl = None if kl_direction is None else self.per_position_kl(prompts, responses, kl_direction)
         return self.logprob(prompts, responses), self.ref_logprob(prompts, responses), kl
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:

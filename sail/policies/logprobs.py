@@ -33,14 +33,19 @@ def default_chunk(vocab_size: int) -> int:
     return max(1, DEFAULT_BUDGET // max(1, vocab_size))
 
 
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """float32 for half-precision logits, unchanged for float32 and float64 (the exact checkers)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def _policy_chunk(head, h, targets, h_ref, direction, ref_context):
-    logits = head(h).float()
+    logits = at_least_float32(head(h))
     lse = torch.logsumexp(logits, dim=-1)
     lp = logits.gather(-1, targets[:, None]).squeeze(-1) - lse
     if direction is None:
         return lp, None
     with torch.no_grad(), ref_context():
-        ref_log_probs = torch.log_softmax(head(h_ref).float(), dim=-1)
+        ref_log_probs = torch.log_softmax(at_least_float32(head(h_ref)), dim=-1)
     return lp, kl_exact(logits - lse[:, None], ref_log_probs, direction)
 
 
@@ -73,7 +78,7 @@ def response_terms(
         part = slice(start, start + size)
         if h_ref is not None:
             with torch.no_grad(), ref_context():
-                ref_logits = head(h_ref[part]).float()
+                ref_logits = at_least_float32(head(h_ref[part]))
                 ref_lps.append(ref_logits.gather(-1, y[part, None]).squeeze(-1) - torch.logsumexp(ref_logits, dim=-1))
                 del ref_logits
         args = (head, h[part], y[part], None if h_ref is None else h_ref[part], kl_direction, ref_context)
@@ -86,7 +91,7 @@ def response_terms(
             kls.append(kl)
 
     def spread(values):
-        out = torch.zeros(n * t, dtype=torch.float32, device=hidden.device)
+        out = torch.zeros(n * t, dtype=torch.promote_types(hidden.dtype, torch.float32), device=hidden.device)
         if values:
             out = out.index_put((keep.nonzero().squeeze(-1),), torch.cat(values))
         return out.reshape(n, t)

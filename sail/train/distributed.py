@@ -58,9 +58,11 @@ def derived_seed(*parts: int) -> int:
     return int.from_bytes(digest, "little") >> 2
 
 
-def process_generator(seed: int, step: int, micro: int, process: int) -> torch.Generator:
-    """The generator for one process's sampling and labels at (step, micro-batch)."""
-    return torch.Generator().manual_seed(derived_seed(seed, step, micro, process))
+def process_generator(seed: int, step: int, micro: int, process: int, stream: int = 0) -> torch.Generator:
+    """The generator for one process's sampling and labels at (step, micro-batch); ``stream`` > 0
+    gives further independent generators for the same micro-batch."""
+    parts = (seed, step, micro, process) + ((stream,) if stream else ())
+    return torch.Generator().manual_seed(derived_seed(*parts))
 
 
 def average_gradients_(params, accelerator) -> None:

@@ -29,7 +29,7 @@ import torch
 import yaml
 
 from sail.data import load_hf_prompts, load_pairs, load_prompts
-from sail.loop import sail_loss
+from sail.loop import MicroBatch, sail_step
 from sail.oracles import RewardModelScorer, ScoreOracle, bradley_terry_labels, load_callable
 from sail.policies.causal_lm import CausalLMPolicy
 from sail.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
@@ -44,6 +44,9 @@ from sail.train.distributed import (
     sum_over_processes,
 )
 from sail.train.embedded import EMBEDDED_MODELS
+
+KL_DRAWS = 1
+"""The salt of the generator for the KL term's own draws (see :meth:`Trainer._micro_batch`)."""
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -286,80 +289,76 @@ class Trainer:
             mine = [i for _, i in sorted(zip(lengths, mine), key=lambda pair: pair[0])]
         return [mine[a * B : (a + 1) * B] for a in range(A)]
 
-    def _micro_batch(self, route: str, local: torch.Generator, idx: list[int]):
-        """(prompts, responses, p_win or None for self-labels, on_policy, rewards or None); sampling
-        and labels draw from ``local``, this process's generator for the micro-batch."""
+    def _micro_batch(self, route: str, step: int, micro: int, idx: list[int]) -> MicroBatch:
+        """One micro-batch of ``route``. Sampling and labels draw from this process's generator for
+        (step, micro-batch); the KL's own draws (reference responses, or policy responses for
+        dataset pairs) from a second one, so they do not depend on the route."""
+        local = process_generator(self.cfg.train.seed, step, micro, self.process)
+        kl_local = process_generator(self.cfg.train.seed, step, micro, self.process, KL_DRAWS)
         B = self.cfg.train.batch_size
         if route in ("online_oracle", "online_self"):
             prompts = self.policy.encode_prompts([self.prompts[i] for i in idx], self.device)
             responses = self.policy.sample(prompts, 2, generator=local)
-            if route == "online_self":
-                return prompts, responses, None, True, None
-            rewards = self.oracle.scores(prompts, responses)
-            p_win = bradley_terry_labels(rewards[:, 0], rewards[:, 1], self.cfg.oracle.label_mode, local, self.oracle.tie_tolerance)
-            return prompts, responses, p_win, True, rewards
-        chosen = [self.pairs[i] for i in idx]
-        prompts = self.policy.encode_prompts([p.prompt for p in chosen], self.device)
-        responses = self.policy.encode_responses([[p.chosen, p.rejected] for p in chosen], self.device)
-        p_win = None if route == "dataset_self" else torch.ones(B, dtype=torch.float64)
-        return prompts, responses, p_win, False, None
+            p_win = None
+            if route == "online_oracle":
+                rewards = self.oracle.scores(prompts, responses)
+                self._step_rewards.append(rewards.mean().item())
+                p_win = bradley_terry_labels(rewards[:, 0], rewards[:, 1], self.cfg.oracle.label_mode, local, self.oracle.tie_tolerance)
+            on_policy = True
+        else:
+            chosen = [self.pairs[i] for i in idx]
+            prompts = self.policy.encode_prompts([p.prompt for p in chosen], self.device)
+            responses = self.policy.encode_responses([[p.chosen, p.rejected] for p in chosen], self.device)
+            p_win = None if route == "dataset_self" else torch.ones(B, dtype=torch.float64)
+            on_policy = False
+        self._step_tokens += int(responses.mask.sum())
+        return MicroBatch(prompts, responses, p_win, on_policy, local, kl_local)
 
     def train_step(self) -> dict:
+        """One update through :func:`sail.loop.sail_step` (the loop shared with the exact checkers):
+        this method only chooses the route and the prompts, and supplies the hooks."""
         cfg = self.cfg
         step = self.state["step"]
         torch.manual_seed(cfg.train.seed * 1_000_003 + step * 1009 + self.process)  # dropout and anything else global
         route = self._choose_route()
         start = time.perf_counter()
-        self.optimizer.zero_grad(set_to_none=True)
-        totals: dict[str, float] = {}
-        rewards, tokens, finite = [], 0, True
-        autocast = cfg.train.mixed_precision != "no" and self.device.type == "cuda"
-        for micro, idx in enumerate(self._step_indices(route)):
-            local = process_generator(cfg.train.seed, step, micro, self.process)
-            prompts, responses, p_win, on_policy, r = self._micro_batch(route, local, idx)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16 if cfg.train.mixed_precision == "bf16" else torch.float16, enabled=autocast):
-                loss, stats = sail_loss(
-                    self.policy, prompts, responses, p_win, cfg.objective, local, on_policy, self.state["ema_baseline"]
-                )
-                penalty = cfg.spectral.penalty_term(self.model)
-                if penalty is not None:
-                    loss = loss + penalty
-                    stats["losses/spectral_penalty"] = float(penalty.detach())
-            if not torch.isfinite(loss):
-                finite = False
-                break
-            (loss / cfg.train.grad_accum).backward()
-            for k, v in stats.items():
-                totals[k] = totals.get(k, 0.0) + v / cfg.train.grad_accum
-            if r is not None:
-                rewards.append(r.mean().item())
-            tokens += int(responses.mask.sum())
-        # every process must take the same branch (skip, or average gradients and step)
-        finite = sum_over_processes(0.0 if finite else 1.0, self.accelerator, self.device) == 0
+        self._step_rewards, self._step_tokens = [], 0
+        batches = (self._micro_batch(route, step, micro, idx) for micro, idx in enumerate(self._step_indices(route)))
+        use_autocast = cfg.train.mixed_precision != "no" and self.device.type == "cuda"
+        amp_dtype = torch.bfloat16 if cfg.train.mixed_precision == "bf16" else torch.float16
+        result = sail_step(
+            self.policy,
+            batches,
+            self.optimizer,
+            cfg.objective,
+            accumulation=cfg.train.grad_accum,
+            baseline_value=self.state["ema_baseline"],
+            penalty=lambda: cfg.spectral.penalty_term(self.model),
+            autocast=lambda: torch.autocast(self.device.type, dtype=amp_dtype, enabled=use_autocast),
+            reduce_gradients=lambda params: average_gradients_(params, self.accelerator),
+            all_agree=lambda flag: sum_over_processes(0.0 if flag else 1.0, self.accelerator, self.device) == 0,
+        )
         row = {"step": step, "route": route}
-        if not finite:
-            self.optimizer.zero_grad(set_to_none=True)
+        if result.skipped is not None:
             self.state["nonfinite_streak"] += 1
             self.state["skipped_steps"] += 1
-            row["skipped_nonfinite_loss"] = True
+            row[f"skipped_nonfinite_{result.skipped}"] = True
             if self.state["nonfinite_streak"] >= cfg.train.max_nonfinite:
-                raise TrainingError(f"{self.state['nonfinite_streak']} non-finite losses in a row at step {step}; stopping")
+                what = {"loss": "losses", "gradient": "gradients"}[result.skipped]
+                raise TrainingError(f"{self.state['nonfinite_streak']} non-finite {what} in a row at step {step}; stopping")
         else:
-            params = [p for p in self.model.parameters() if p.requires_grad]
-            average_gradients_(params, self.accelerator)
-            totals = mean_over_processes(totals, self.accelerator, self.device)
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            totals = mean_over_processes(result.stats, self.accelerator, self.device)
             self.state["nonfinite_streak"] = 0
             decay = cfg.train.ema_decay
             self.state["ema_baseline"] = decay * self.state["ema_baseline"] + (1 - decay) * totals["losses/pair_term"]
             row.update(totals)
-            row["charts/grad_norm"] = float(grad_norm)
+            row["charts/grad_norm"] = result.grad_norm
+            row["charts/distance_to_init"] = result.distance_to_init
         pairs = cfg.train.batch_size * cfg.train.grad_accum * self.processes
-        tokens = sum_over_processes(tokens, self.accelerator, self.device)
-        if rewards:
-            row["charts/reward_mean"] = mean_over_processes({"r": sum(rewards) / len(rewards)}, self.accelerator, self.device)["r"]
+        tokens = sum_over_processes(self._step_tokens, self.accelerator, self.device)
+        if self._step_rewards:
+            mean_reward = sum(self._step_rewards) / len(self._step_rewards)
+            row["charts/reward_mean"] = mean_over_processes({"r": mean_reward}, self.accelerator, self.device)["r"]
         elapsed = time.perf_counter() - start
         row.update({"perf/tokens_per_s": tokens / elapsed, "perf/samples_per_s": 2 * pairs / elapsed, "perf/step_s": elapsed})
         self.state["step"] = step + 1
@@ -379,27 +378,30 @@ class Trainer:
         if mine:
             prompts = self.policy.encode_prompts(mine, self.device)
             responses = self.policy.sample(prompts, 1, generator=torch.Generator().manual_seed(777 + self.process))
-            with self.model.disable_adapter():
+            with self.policy.reference():
                 ref_responses = self.policy.sample(prompts, 1, generator=torch.Generator().manual_seed(777 + self.process))
             r_policy = self.oracle.scores(prompts, responses)[:, 0].tolist()
             r_ref = self.oracle.scores(prompts, ref_responses)[:, 0].tolist()
-            kls = self.policy.kl_exact(prompts, responses, "policy_to_ref").tolist()
+            # unbiased estimates of the sequence KLs: each on prefixes drawn from its first argument
+            kls = self.policy.per_position_kl(prompts, responses, "policy_to_ref").tolist()
+            ref_kls = self.policy.per_position_kl(prompts, ref_responses, "ref_to_policy").tolist()
             texts = [row[0] for row in responses.texts] if responses.texts else [""] * len(mine)
             ref_texts = [row[0] for row in ref_responses.texts] if ref_responses.texts else [""] * len(mine)
-            per_prompt = list(zip(r_policy, r_ref, kls, mine, texts, ref_texts))
+            per_prompt = list(zip(r_policy, r_ref, kls, ref_kls, mine, texts, ref_texts))
         if self.processes > 1:
             per_prompt = gather_object(per_prompt)
         columns = list(zip(*per_prompt))
-        r_policy, r_ref, kl = (torch.tensor(column, dtype=torch.float64) for column in columns[:3])
+        r_policy, r_ref, kl, ref_kl = (torch.tensor(column, dtype=torch.float64) for column in columns[:4])
         win = ((r_policy > r_ref).double() + 0.5 * (r_policy == r_ref).double()).mean()
         out = {
             "eval/reward_mean": float(r_policy.mean()),
             "eval/reference_reward_mean": float(r_ref.mean()),
             "eval/win_rate_vs_reference": float(win),
             "eval/kl_policy_to_ref": float(kl.mean()),
+            "eval/kl_ref_to_policy": float(ref_kl.mean()),
         }
         if self.eval_metrics is not None:  # e.g. the judge's misalignment rates
-            prompts_text, texts, ref_texts = (list(c) for c in columns[3:])
+            prompts_text, texts, ref_texts = (list(c) for c in columns[4:])
             for key, value in self.eval_metrics(prompts_text, texts).items():
                 out[f"eval/{key}"] = value
             for key, value in self.eval_metrics(prompts_text, ref_texts).items():
