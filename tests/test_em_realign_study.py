@@ -119,12 +119,58 @@ def test_config_errors_name_the_key():
         load_realign_config(None, ["train.objective.beta=-1"])
 
 
-@pytest.mark.parametrize("name", ["realign.yaml", "realign_smoke.yaml"])
-def test_shipped_realign_configs_load(name):
+@pytest.mark.parametrize(
+    "name,points", [("realign.yaml", 30), ("realign_smoke.yaml", 12), ("realign_gamma.yaml", 36), ("realign_gamma_smoke.yaml", 8)]
+)
+def test_shipped_realign_configs_load(name, points):
     from pathlib import Path
 
     cfg = load_realign_config(str(Path(__file__).parents[1] / "experiments" / "em" / name))
-    assert len(cfg.sweep.points()) >= 12
+    assert len(cfg.sweep.points()) == points
+
+
+def test_the_gamma_axis_reaches_the_runs_rows_and_analysis(study_and_cache, tmp_path, monkeypatch):
+    """γ and R as sweep axes: each run's objective carries them, rows name γ, R and the estimator
+    explicitly, the analysis counts runs and divergences per γ, and the frontier plot is drawn."""
+    _, cache = study_and_cache
+    monkeypatch.setenv("SAIL_CACHE", str(cache))
+    out = tmp_path / "gamma"
+    extra = ["sweep.methods=[sail-revkl]", "sweep.gammas=[0, 1.0]", "sweep.radii=[null, 0.05]", "sweep.spectral_coefs=[0]"]
+    assert main(_args(out, *extra)) == 0
+    results = json.loads((out / "results.json").read_text())
+    rows = results["runs"]
+    assert [(r["gamma"], r["radius"]) for r in rows] == [(0.0, None), (0.0, 0.05), (1.0, None), (1.0, 0.05)]
+    assert all(r["estimator"] == "sequence" and r["kl_ref_to_policy"] is not None for r in rows)
+    for r in rows:
+        saved = yaml.safe_load((out / r["run_dir"] / "config.yaml").read_text())["config"]["objective"]
+        assert (saved["gamma"], saved["radius"]) == (r["gamma"], r["radius"])
+    cells = results["analysis"]["by_gamma"]["cells"]
+    assert [(c["gamma"], c["radius"], c["runs"]) for c in cells] == [(0.0, None, 1), (1.0, None, 1), (0.0, 0.05, 1), (1.0, 0.05, 1)]
+    # the tiny organism gives no coherent answer yet, so no rate: every run counts as diverged there
+    assert sum(c["diverged"] for c in cells) == sum(r["misalignment_rate"] is None for r in rows)
+    assert "gamma_frontier.png" in results["plots"] and (out / "gamma_frontier.png").is_file()
+
+
+def test_gamma_axis_excludes_vanilla_sail_as_a_method():
+    with pytest.raises(ConfigError, match="gammas"):
+        load_realign_config(None, ["sweep.gammas=[0, 1]"])
+
+
+def test_a_run_made_with_a_deprecated_estimator_name_is_reused(tmp_path):
+    """A run directory whose config says ``kl_estimator: exact`` matches a config that asks for
+    ``per_token_on_policy_prefixes`` (the same estimator under its new name)."""
+    from dataclasses import asdict
+
+    from sail.em.realign_study import _comparable, _saved_config, train_config
+
+    cfg = train_config({"objective": {"kl_estimator": "per_token_on_policy_prefixes"}}, {"method": "sail-revkl", "optimizer": "adamw", "lr": 1e-3, "spectral_coef": 0.0, "seed": 0})
+    old = json.loads(json.dumps(asdict(cfg)))
+    old["objective"]["kl_estimator"] = "exact"
+    del old["objective"]["radius"]  # a field added since
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"config": old}))
+    assert _comparable(_saved_config(tmp_path)) == _comparable(json.loads(json.dumps(asdict(cfg))))
+    other = train_config({}, {"method": "sail-revkl", "optimizer": "adamw", "lr": 1e-3, "spectral_coef": 0.0, "seed": 0})
+    assert _comparable(_saved_config(tmp_path)) != _comparable(json.loads(json.dumps(asdict(other))))
 
 
 def _row(method, optimizer, coef, m, kl, seed=0):

@@ -67,7 +67,7 @@ def run_sail(opts: dict) -> dict:
     import torch
 
     from sail.bench.sample import _best_seconds
-    from sail.loop import SailConfig, sail_loss
+    from sail.loop import SailConfig, draw_kl_responses, kl_draw_source, sail_loss
     from sail.oracles import bradley_terry_labels
     from sail.tasks import default as task
     from sail.train.config import load_config
@@ -92,6 +92,7 @@ def run_sail(opts: dict) -> dict:
         "spectral.log_every=0",
         f"train.mixed_precision={opts['mixed_precision']}",
         f"model.dtype={opts['dtype']}",
+        f"objective.kl_estimator={opts.get('kl_estimator', 'sequence')}",
     ]
     trainer = Trainer(load_config(None, overrides), os.path.join(opts["workdir"], "run"))
     device = trainer.device
@@ -132,6 +133,8 @@ def run_sail(opts: dict) -> dict:
         "sample": _best_seconds(lambda: policy.sample(batch, SAMPLES_PER_PROMPT, generator=gen), repeats, device),
         "label": _best_seconds(label, repeats, device),
         "reference": _best_seconds(lambda: policy.ref_logprob(batch, responses), repeats, device),
+        # the `sequence` estimator of KL(π_ref‖π_θ) draws one reference response per prompt
+        "reference_decode": _best_seconds(lambda: draw_kl_responses(policy, batch, objective, gen), repeats, device),
         "loss_backward": _best_seconds(loss_backward, repeats, device),
     }
     loss_backward()
@@ -142,6 +145,9 @@ def run_sail(opts: dict) -> dict:
         "samples_per_s": samples / step_s,
         "tokens_per_s": statistics.median(tokens) / step_s,
         "phase_ms": {k: v * 1e3 for k, v in phases.items()},
+        "kl_estimator": objective.kl_estimator,
+        # share of a step spent drawing the KL's reference responses (0 when the estimator draws none)
+        "reference_decode_share_of_step": phases["reference_decode"] / step_s if kl_draw_source(objective) == "reference" else 0.0,
         "peak_mem_mb": _peak_mem_mb(device),
         "engine": opts["engine"],
     }
@@ -262,7 +268,7 @@ def _worker(which: str, opts: dict) -> dict:
 
 def run(
     model=None, batch=16, max_new_tokens=8, rank=8, lr=1e-3, warmup=2, repeats=5, engine="hf", trl=True, dtype="float32",
-    mixed_precision="no", seed=0, rounds=2, threads=0,
+    mixed_precision="no", seed=0, rounds=2, threads=0, kl_estimator="sequence",
 ) -> dict:
     import torch
     import transformers
@@ -278,6 +284,7 @@ def run(
         opts = dict(
             model=model, batch=batch, max_new_tokens=max_new_tokens, rank=rank, lr=lr, warmup=warmup, repeats=repeats,
             engine=engine, dtype=dtype, mixed_precision=mixed_precision, seed=seed, workdir=workdir, threads=threads,
+            kl_estimator=kl_estimator,
         )
         sail_rounds, trl_rounds = [], []
         for _ in range(max(1, rounds)):
@@ -315,7 +322,7 @@ def _cmd(args) -> int:
             return 2
     out = run(
         args.model_path, args.batch, args.new_tokens, args.rank, args.lr, args.warmup, args.repeats, args.engine, args.trl,
-        args.dtype, args.mixed_precision, args.seed, args.rounds, args.threads,
+        args.dtype, args.mixed_precision, args.seed, args.rounds, args.threads, args.kl_estimator,
     )
     if args.json:
         print(dumps(out))
@@ -326,6 +333,7 @@ def _cmd(args) -> int:
         rows.append(("TRL OnlineDPOTrainer " + out["trl"]["trl_version"], out["trl"]["samples_per_s"], out["trl"]["tokens_per_s"], out["trl"]["peak_mem_mb"]))
     print(table(rows, ("iteration", "samples/s", "tokens/s", "peak MB")))
     print(table(sorted(out["sail"]["phase_ms"].items(), key=lambda kv: -kv[1]), ("sail phase", "ms")))
+    print(f"KL estimator {out['sail']['kl_estimator']}: the reference decode is {out['sail']['reference_decode_share_of_step']:.1%} of a step")
     sail = out["sail"]
     mfu = f"{sail['mfu']:.1%} of the datasheet peak, " if sail["mfu"] else ""
     print(f"training step (loss forward + backward): {sail['train_step_tflops']:.3g} TFLOP/s, {mfu}"
@@ -355,6 +363,7 @@ def register(benches) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads in each run (0: torch's default)")
     p.add_argument("--no-trl", dest="trl", action="store_false", help="measure sail only")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kl-estimator", default="sequence", help="objective.kl_estimator of sail's step")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd)
 

@@ -7,7 +7,10 @@
 * :func:`plot_misalignment_vs_kl`: final misalignment against final KL to the reference, one
   marker per method, colour per optimiser, hollow = penalty on (the lower left is better: less
   misalignment for less movement away from the reference). A run with no coherent answer at the
-  end has no misalignment rate (DESIGN §5, definition a): it is listed under the axes as diverged.
+  end has no misalignment rate (definition a, docs/em_evaluation.md): it is listed under the axes as diverged;
+* :func:`plot_gamma_frontier` (when γ is swept): final misalignment against KL(π_ref‖π_θ), the
+  divergence the objective penalises, and against KL(π_θ‖π_ref), one colour per γ and one marker
+  per inner update.
 """
 
 from __future__ import annotations
@@ -98,9 +101,47 @@ def plot_misalignment_vs_kl(runs, path) -> Path:
     return _save(fig, path)
 
 
+def plot_gamma_frontier(runs, path) -> Path:
+    from sail.em.realign_study import diverged
+
+    gammas = sorted({r["gamma"] for r in runs})
+    updates = list(dict.fromkeys((r["optimizer"], r["lr"]) for r in runs))
+    cmap = plt.get_cmap("viridis")
+    colour = {g: cmap(i / max(1, len(gammas) - 1)) for i, g in enumerate(gammas)}
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.6), sharey=True)
+    panels = [("kl_ref_to_policy", "final KL(π_ref‖π_θ), held-out (penalised)"), ("kl", "final KL(π_θ‖π_ref), held-out")]
+    lost = [r for r in runs if diverged(r)]
+    for ax, (key, title) in zip(axes, panels):
+        for r in runs:
+            if r in lost or r.get(key) is None:
+                continue
+            ax.scatter(r[key], r["misalignment_rate"], color=colour[r["gamma"]], s=40,
+                       marker="ox^vsdP*"[updates.index((r["optimizer"], r["lr"])) % 8], alpha=0.85)
+        start = [r["misalignment_rate_start"] for r in runs if r["misalignment_rate_start"] is not None]
+        if start:
+            ax.axhline(start[0], color="k", lw=0.8, ls=":")
+        ax.set_xscale("symlog", linthresh=0.1)
+        ax.set_xlabel(title)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("final misalignment rate (def. a)")
+    for g in gammas:
+        axes[1].scatter([], [], color=colour[g], marker="s", label=f"γ = {g:g}")
+    for i, (optimizer, lr) in enumerate(updates):
+        axes[1].scatter([], [], color="0.4", marker="ox^vsdP*"[i % 8], label=f"{optimizer} lr {lr:g}")
+    axes[1].legend(fontsize=7, loc="upper right")
+    fig.suptitle("does the KL term keep SAIL stable? misalignment against the distance moved, per γ", fontsize=11)
+    if lost:
+        fig.text(0.5, 0.01, f"not shown: {len(lost)} diverged runs: " + "; ".join(f"{r['optimizer']} lr {r['lr']:g} γ={r['gamma']:g} seed {r['seed']}" for r in lost)[:300], ha="center", fontsize=7)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.95))
+    return _save(fig, path)
+
+
 def plot_all(runs, out_dir) -> list[Path]:
     out = Path(out_dir)
-    return [
+    paths = [
         plot_realignment_curves(runs, out / "realignment_curves.png"),
         plot_misalignment_vs_kl(runs, out / "misalignment_vs_kl.png"),
     ]
+    if len({r.get("gamma") for r in runs}) > 1:
+        paths.append(plot_gamma_frontier(runs, out / "gamma_frontier.png"))
+    return paths

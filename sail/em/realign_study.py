@@ -5,14 +5,16 @@ estimator and loop as everywhere else) on the misaligned policy, with the judge 
 
 * methods: ``sail-revkl`` (the train config's objective, γ > 0: reverse-KL penalty to the
   reference), ``sail`` (vanilla SAIL, γ = 0) and ``online-dpo`` (no score term);
-* inner update: optimiser (learning rate per optimiser) × flatness-penalty coefficient λ × seed.
+* inner update: optimiser (learning rate per optimiser) × flatness-penalty coefficient λ × seed;
+* optionally the KL weight γ (``gammas``) and the projection radius R (``radii``): the γ study asks
+  whether the KL term keeps SAIL stable where vanilla SAIL (γ = 0) diverges.
 
 Each run lives in ``DIR/runs/<name>/`` (config, metrics.jsonl, checkpoints, summary.json). A study
 started again on the same directory skips finished runs and resumes a killed run exactly from its
 last checkpoint (the trainer's ``--resume``); a run directory written with a different config is
 an error, never overwritten. ``DIR/results.json`` (rewritten atomically after every run) holds:
 
-* ``runs``: per run, its sweep point, misalignment (definitions a and b, DESIGN §5), alignment,
+* ``runs``: per run, its sweep point, misalignment (definitions a and b, docs/em_evaluation.md), alignment,
   coherence, judge reward, win rate and KL(π‖π_ref) at the end, and the curve of all of them
   against the training step;
 * ``analysis`` (:func:`analyse_realignment`): per method, per optimiser and per penalty setting,
@@ -46,6 +48,7 @@ CURVE_KEYS = {
     "reward": "eval/reward_mean",
     "win_rate": "eval/win_rate_vs_reference",
     "kl": "eval/kl_policy_to_ref",
+    "kl_ref_to_policy": "eval/kl_ref_to_policy",
 }
 """``runs`` row key → the trainer's evaluation key."""
 
@@ -59,9 +62,20 @@ class RealignSweep:
     spectral_coefs: list[float] = field(default_factory=lambda: [0.0, 1.0])
     """λ of the flatness penalty on the adapter (``spectral.penalty_weight``); 0 = off."""
     seeds: list[int] = field(default_factory=lambda: [0])
+    gammas: list[float] = field(default_factory=list)
+    """KL weights γ to sweep for ``sail-revkl`` (γ = 0 is vanilla SAIL); empty: the train config's γ."""
+    radii: list[float | None] = field(default_factory=lambda: [None])
+    """Radii R of the ball ‖θ − θ₀‖ ≤ R (``objective.radius``); null: unconstrained."""
 
     def __post_init__(self):
         from sail.optim.config import OptimizerConfig
+
+        if self.gammas and "sail" in self.methods:
+            raise ValueError("gammas: vanilla SAIL is γ = 0 on the γ axis; drop method 'sail' from methods")
+        if any(not 0 <= g < math.inf for g in self.gammas):
+            raise ValueError(f"gammas must be finite and >= 0, got {self.gammas}")
+        if not self.radii or any(r is not None and not 0 < r < math.inf for r in self.radii):
+            raise ValueError(f"radii must be a non-empty list of null or finite numbers > 0, got {self.radii}")
 
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
@@ -78,9 +92,12 @@ class RealignSweep:
             raise ValueError(f"spectral_coefs must be >= 0, got {self.spectral_coefs}")
 
     def points(self) -> list[dict]:
+        """Every sweep point; ``gamma`` and ``radius`` appear only when swept (None: the config's)."""
         return [
-            {"method": m, "optimizer": o, "lr": float(lr), "spectral_coef": float(c), "seed": int(s)}
+            {"method": m, "optimizer": o, "lr": float(lr), "spectral_coef": float(c), "seed": int(s), "gamma": g, "radius": r}
             for m in self.methods
+            for g in (self.gammas or [None])
+            for r in self.radii
             for o in self.optimizers
             for lr in self.lrs[o]
             for c in self.spectral_coefs
@@ -107,7 +124,12 @@ def load_realign_config(path: str | None = None, overrides: list[str] | None = N
 
 
 def run_name(point: dict) -> str:
-    return f"{point['method']}-{point['optimizer']}-lr{point['lr']:g}-pen{point['spectral_coef']:g}-seed{point['seed']}"
+    name = f"{point['method']}-{point['optimizer']}-lr{point['lr']:g}-pen{point['spectral_coef']:g}-seed{point['seed']}"
+    if point.get("gamma") is not None:
+        name += f"-gamma{point['gamma']:g}"
+    if point.get("radius") is not None:
+        name += f"-R{point['radius']:g}"
+    return name
 
 
 def train_config(base: dict, point: dict):
@@ -122,6 +144,9 @@ def train_config(base: dict, point: dict):
         "spectral": {"penalty_weight": point["spectral_coef"]},
         "train": {"seed": point["seed"], "progress": False},
     })
+    for key in ("gamma", "radius"):
+        if point.get(key) is not None:
+            data = merge(data, {"objective": {key: point[key]}})
     return build(TrainConfig, data, prefix="train")
 
 
@@ -135,10 +160,21 @@ def _comparable(config: dict) -> dict:
 
 
 def _saved_config(run_dir: Path) -> dict | None:
+    """The run directory's config read back through the settings: fields added since take their
+    defaults, and deprecated names their new ones (``kl_estimator: exact``)."""
+    import warnings
+
     import yaml
 
+    from sail.config import build
+    from sail.train.config import TrainConfig
+
     path = run_dir / "config.yaml"
-    return yaml.safe_load(path.read_text())["config"] if path.is_file() else None
+    if not path.is_file():
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return json.loads(json.dumps(asdict(build(TrainConfig, yaml.safe_load(path.read_text())["config"]))))
 
 
 def _finished_summary(run_dir: Path, steps: int) -> dict | None:
@@ -167,12 +203,17 @@ def train_run(cfg, run_dir: Path) -> dict:
     return Trainer(cfg, run_dir, resume=resume).run()
 
 
-def run_row(point: dict, summary: dict, run_dir: str) -> dict:
-    """One ``runs`` row of results.json from a trainer summary."""
+def run_row(point: dict, summary: dict, run_dir: str, objective=None) -> dict:
+    """One ``runs`` row of results.json from a trainer summary; ``gamma``, ``radius`` and
+    ``estimator`` are the run's own (from its ``objective``)."""
     curve = [{"step": e["step"], **{k: e.get(key) for k, key in CURVE_KEYS.items()}} for e in summary["evals"]]
     first, last = curve[0], curve[-1]
+    explicit = {}
+    if objective is not None:
+        explicit = {"gamma": objective.gamma, "radius": objective.radius, "estimator": objective.kl_estimator}
     return {
         **point,
+        **explicit,
         "run_dir": run_dir,
         **{f"{k}_start": first[k] for k in ("misalignment_rate", "misalignment_rate_all", "alignment")},
         **{k: last[k] for k in CURVE_KEYS},
@@ -227,6 +268,7 @@ def analyse_realignment(runs: list[dict]) -> dict:
             })
     return {
         "start_misalignment_rate": _mean(r["misalignment_rate_start"] for r in runs),
+        "by_gamma": analyse_gamma(runs),
         "by_method": _group_means(runs, "method"),
         "by_optimizer": _group_means(runs, "optimizer"),
         "by_spectral_coef": _group_means(runs, "spectral_coef"),
@@ -242,6 +284,33 @@ def analyse_realignment(runs: list[dict]) -> dict:
             for coef, ds in penalty_effect.items()
         },
     }
+
+
+def diverged(run: dict) -> bool:
+    """No coherent answer at the end (misalignment rate (a) undefined), or no finite KL."""
+    return run["misalignment_rate"] is None or run.get("kl") is None or not math.isfinite(run["kl"])
+
+
+def analyse_gamma(runs: list[dict]) -> dict:
+    """Per inner update (optimiser, lr, penalty) and γ: the number of runs, how many diverged, and
+    the means over the others of final misalignment (a), coherence, KL(π_ref‖π_θ) and KL(π_θ‖π_ref)."""
+    groups = defaultdict(list)
+    for r in runs:
+        if r.get("gamma") is not None:
+            groups[(r["optimizer"], r["lr"], r["spectral_coef"], r.get("radius"), r["gamma"])].append(r)
+    table = []
+    order = lambda kv: (kv[0][0], kv[0][1], kv[0][2], -1.0 if kv[0][3] is None else kv[0][3], kv[0][4])  # noqa: E731
+    for (optimizer, lr, coef, radius, gamma), rs in sorted(groups.items(), key=order):
+        stable = [r for r in rs if not diverged(r)]
+        table.append({
+            "optimizer": optimizer, "lr": lr, "spectral_coef": coef, "radius": radius, "gamma": gamma,
+            "runs": len(rs), "diverged": len(rs) - len(stable),
+            "misalignment_rate": _mean(r["misalignment_rate"] for r in stable),
+            "coherence": _mean(r["coherence"] for r in stable),
+            "kl_ref_to_policy": _mean(r.get("kl_ref_to_policy") for r in stable),
+            "kl_policy_to_ref": _mean(r["kl"] for r in stable),
+        })
+    return {"cells": table}
 
 
 def run_realign_study(cfg: RealignStudyConfig, out_dir: str | Path, progress: bool = True) -> dict:
@@ -263,8 +332,9 @@ def run_realign_study(cfg: RealignStudyConfig, out_dir: str | Path, progress: bo
     bar = tqdm(total=len(points), desc="sail study realign", disable=not progress)
     for point in points:
         name = run_name(point)
-        summary = train_run(train_config(cfg.train, point), out / "runs" / name)
-        results["runs"].append(run_row(point, summary, f"runs/{name}"))
+        run_cfg = train_config(cfg.train, point)
+        summary = train_run(run_cfg, out / "runs" / name)
+        results["runs"].append(run_row(point, summary, f"runs/{name}", run_cfg.objective))
         write_json_atomically(path, results)
         bar.set_postfix(run=name, misaligned=f"{results['runs'][-1]['misalignment_rate'] or 0:.3f}")
         bar.update(1)
