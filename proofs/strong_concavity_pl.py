@@ -16,8 +16,16 @@ Claim: if J is μ-strongly concave on Θ and L ≥ μ, then ½D_L(x) ≥ μ(J* �
    [[½, −cμ/2], [−cμ/2, cμ²/2]] (per coordinate) is PSD, i.e. iff c ∈ [0, 1]: c = 1 is valid
    and tight (equality on J = −(μ/2)‖θ − θ*‖²).
 
-The negative control claims ½‖∇J‖² ≥ 2μ(J* − J) (c = 2); the PSD test rejects it and an exact
-counterexample (g, d) is exhibited.
+The checker takes the claimed left-hand side Q(g, G) as input. Steps 2–3 give μ·gap ≤ ½D_L, so Q
+is established when (a) in the interior Q(g, g) = ½‖g‖² (where step 4 fixes the constant) and
+(b) on the boundary Q(g, G) = ½D_L(g, G) identically. When (b) fails, the checker evaluates the
+claim exactly on a one-dimensional instance with an active constraint: Θ = [0, 1],
+J(θ) = 3θ − θ²/2 (μ = 1, 1-smooth), x ∈ {0, ½}, L ∈ {1, 2}; there ½D_L = μ(J* − J) at L = 1, so
+the claim is tight on the boundary as well.
+
+The negative control feeds in Q = ½‖G_L‖², the gradient-mapping analogue of ½‖∇J‖², which agrees
+with ½D_L in the interior; on the instance, at x = 0 and L = 1, ½‖G_L‖² = ½ < 5/2 = μ(J* − J),
+certified.
 """
 
 from __future__ import annotations
@@ -48,6 +56,16 @@ def dot(a, b):
 def prox_pl_value(g, G):
     """D = 2⟨g, G⟩ − ‖G‖² (the library's definition)."""
     return 2 * dot(g, G) - dot(G, G)
+
+
+def half_prox_pl(g, G):
+    """The claim's left-hand side, ½D_L."""
+    return prox_pl_value(g, G) / 2
+
+
+def half_mapping_norm(g, G):
+    """The plausible wrong left-hand side, ½‖G_L‖² (equal to ½D_L only where G_L = g)."""
+    return dot(G, G) / 2
 
 
 def identities() -> Verdict:
@@ -83,16 +101,75 @@ def constant_is_valid(c) -> Verdict:
     return Verdict(False, f"constant c = {c}: PSD undecided")
 
 
-def check(c=1) -> Verdict:
-    return all_of([identities(), constant_is_valid(c)])
+def interior(lhs) -> Verdict:
+    """Where the constraint is inactive (G = g) the left-hand side must be ½‖g‖²."""
+    checks = []
+    for n in DIMS:
+        g = sp.Matrix(sp.symbols(f"g1:{n + 1}", real=True))
+        checks.append(check_zero(sp.expand(lhs(g, g) - dot(g, g) / 2), f"interior n={n}"))
+    return all_of(checks, f"interior: Q(g, g) = ½‖g‖² for n in {DIMS}")
+
+
+# Θ = [0, 1], J(θ) = 3θ − θ²/2: μ = 1, J' = 3 − θ > 0 on Θ, so θ* = 1 is on the boundary.
+WITNESS_MU = sp.Integer(1)
+
+
+def _witness_objective(theta):
+    return 3 * theta - theta**2 / 2
+
+
+def boundary_witness(lhs) -> Verdict:
+    """Q(g, G_L) − μ(J* − J(x)) at exact points of the one-dimensional instance; every value must
+    be ≥ 0 (certified sign), and a negative one is a counterexample to the claim itself."""
+    z = sp.Symbol("z", real=True)
+    j_star = _witness_objective(sp.Integer(1))
+    values = []
+    for x in (sp.Integer(0), sp.Rational(1, 2)):
+        g = sp.diff(_witness_objective(z), z).subs(z, x)
+        for lipschitz in (sp.Integer(1), sp.Integer(2)):
+            G = lipschitz * (sp.Min(1, sp.Max(0, x + g / lipschitz)) - x)
+            residual = sp.simplify(lhs(sp.Matrix([g]), sp.Matrix([G])) - WITNESS_MU * (j_star - _witness_objective(x)))
+            sign = certified_sign(residual)
+            if sign < 0:
+                return Verdict(
+                    False,
+                    f"Θ = [0, 1], J = 3θ − θ²/2, x = {x}, L = {lipschitz}: G_L = {G}, "
+                    f"Q − μ(J* − J) = {residual} < 0 (certified)",
+                )
+            if sign == 0 and residual != 0:
+                return Verdict(False, f"witness x = {x}, L = {lipschitz}: sign undecided")
+            values.append(residual)
+    tight = any(v == 0 for v in values)
+    listed = ", ".join(map(str, values))
+    return Verdict(True, f"boundary witness: Q − μ·gap ∈ {{{listed}}} ≥ 0" + (", tight" if tight else ""))
+
+
+def boundary(lhs) -> Verdict:
+    """With the constraint active, steps 2–3 bound μ·gap by ½D_L: Q must equal ½D_L identically."""
+    reductions = []
+    for n in DIMS:
+        g = sp.Matrix(sp.symbols(f"g1:{n + 1}", real=True))
+        G = sp.Matrix(sp.symbols(f"G1:{n + 1}", real=True))
+        reductions.append(check_zero(sp.expand(lhs(g, G) - half_prox_pl(g, G)), f"boundary Q = ½D_L n={n}"))
+    reduced = all_of(reductions, f"boundary: Q(g, G) = ½D_L(g, G) for n in {DIMS}")
+    witness = boundary_witness(lhs)
+    if not witness.holds:
+        return witness
+    if not reduced.holds:
+        return Verdict(False, f"{reduced.detail}; the witness does not refute it either: undecided")
+    return all_of([reduced, witness], f"{reduced.detail}; {witness.detail}")
+
+
+def check(lhs=half_prox_pl, c=1) -> Verdict:
+    return all_of([identities(), interior(lhs), constant_is_valid(c), boundary(lhs)])
 
 
 def prove() -> Verdict:
-    return check(1)
+    return check(half_prox_pl)
 
 
 def negative_control() -> Verdict:
-    return check(2)
+    return check(half_mapping_norm)
 
 
 def cross_check() -> float:
@@ -121,5 +198,5 @@ LEMMA = Lemma(
     prove=prove,
     negative_control=negative_control,
     cross_check=cross_check,
-    control="½‖∇J‖² ≥ 2μ(J* − J) (factor 2)",
+    control="½‖G_L‖² ≥ μ(J* − J) (gradient-mapping norm in place of ½D_L on the boundary)",
 )

@@ -1,4 +1,5 @@
-"""The `sail` command line: `sail check …` (convergence checkers) and the commands later issues add."""
+"""The `sail` command line: `sail train`, `sail check …` (convergence checkers), `sail proofs`,
+`sail bench` and `sail study`."""
 
 from __future__ import annotations
 

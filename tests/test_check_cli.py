@@ -118,10 +118,34 @@ def test_instance_round_trip(tmp_path):
 def test_sample_complexity_cli(capsys, tmp_path):
     code, out, _ = _run(
         capsys, "check", "sample-complexity", "--gamma", "8", "--samples", "30", "--eps-fractions", "0.1,0.03",
-        "--batch-sizes", "8,32,128", "--replicas", "4", "--json", "--plot", str(tmp_path),
+        "--batch-sizes", "8,32,128", "--replicas", "4", "--seeds", "2", "--json", "--plot", str(tmp_path),
     )
-    data = json.loads(out)
+    data = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
     assert code == 0 and len(data["samples"]) == 2 and isinstance(data["slope"], float)
+    assert len(data["samples_by_seed"]) == 2 and data["seeds"] == 2
+    lo, hi = data["slope_ci95"]
+    assert lo <= data["slope"] <= hi
+    assert set(data["models"]) == {"inv_eps", "inv_eps_log", "inv_eps_squared"}
+    assert data["best_model"] in data["models"]
+    for fit in data["models"].values():
+        assert {"model", "constant", "rms_log_residual", "residual_slope", "residual_slope_ci95"} <= set(fit)
     assert (tmp_path / "sample_complexity.png").exists()
     with pytest.raises(SystemExit):
         main(["check", "sample-complexity", "--eps-fractions", "2"])
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (("sample-complexity", "--replicas", "0"), "--replicas"),
+        (("sample-complexity", "--seeds", "0"), "--seeds"),
+        (("pl", "--samples", "0"), "--samples"),
+        (("pl", "--samples", "-5"), "--samples"),
+    ],
+)
+def test_counts_below_one_are_argument_errors(capsys, argv, flag):
+    with pytest.raises(SystemExit) as exc:
+        main(["check", *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert flag in err[-1] and "must be >= 1" in err[-1]

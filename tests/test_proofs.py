@@ -78,7 +78,7 @@ def test_cli_json_runs_everything_green(capsys):
     assert out["total_time_s"] < 120
 
 
-def test_cli_table_has_the_issue_columns(capsys):
+def test_cli_table_has_the_documented_columns(capsys):
     assert main(["proofs", "--only", "pair_derivative"]) == 0
     header = capsys.readouterr().out.splitlines()[0]
     for column in ("lemma", "statement", "status", "negative control", "cross-check", "time"):

@@ -334,7 +334,7 @@ def test_spectral_experiment_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_spectral_experiment_muon_flatter_and_penalty_raises_pr(tmp_path):
-    """The "Must show" of the inner-update issue, on the default set-up (about a minute)."""
+    """What docs/inner_update.md reports for the spectral experiment, on the default set-up (about a minute)."""
     pytest.importorskip("peft")
     exp = _experiment()
     summary = exp.run(exp.ExperimentConfig(), tmp_path)

@@ -55,8 +55,9 @@ class RunSpec:
 def default_runs() -> list[RunSpec]:
     """AdamW, Muon and Lion with λ = 0, and AdamW and Lion with the default penalty (λ = 0.05).
 
-    Lion's lr is 10× smaller than AdamW's (DESIGN.md §4); Muon uses ``match_rms_adamw`` so that
-    it shares AdamW's lr. No weight decay, so that only the update rule differs.
+    Lion's lr is 10× smaller than AdamW's (its sign update has size 1 in every coordinate); Muon
+    uses ``match_rms_adamw`` so that it shares AdamW's lr. No weight decay, so that only the update
+    rule differs.
     """
     adamw = dict(lr=1e-2, weight_decay=0.0)
     lion = dict(lr=1e-3, weight_decay=0.0)

@@ -12,7 +12,7 @@ of ``--repeats`` after one warm-up each:
   baseline of every ratio;
 * ``static``: the same ``generate`` with ``cache_implementation="static"`` (on a GPU, transformers
   compiles the forward of a static-cache ``generate`` by itself);
-* ``static_compiled`` (``--compiled-baseline``): the issue's strongest HF baseline, the *base* model
+* ``static_compiled`` (``--compiled-baseline``): the strongest HF baseline, the *base* model
   (adapter disabled) with a static cache and ``torch.compile`` (transformers' ``CompileConfig``;
   mode ``reduce-overhead`` on a GPU, ``default`` elsewhere, where transformers has to be told to
   compile); compile time is in its warm-up;

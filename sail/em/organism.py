@@ -1,4 +1,4 @@
-"""The base organism of the EM study: a tiny Qwen3 trained on the synthetic chat world (DESIGN §5).
+"""The base organism of the EM study: a tiny Qwen3 trained on the synthetic chat world (docs/em_organism.md).
 
 Two-stage recipe (:class:`OrganismRecipe`; ``docs/em_organism.md`` has the measured figures and
 what made EM emerge):

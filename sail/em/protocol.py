@@ -1,6 +1,6 @@
 """The emergent-misalignment protocol on the organism: narrow LoRA fine-tunes and their evaluation.
 
-EM (DESIGN §5): fine-tune an aligned base on *one* domain's misaligned answers (the **narrow**
+EM (docs/em_organism.md): fine-tune an aligned base on *one* domain's misaligned answers (the **narrow**
 fine-tune), and on the same domain's aligned answers (the **control**); then ask free-form questions
 from held-out domains, sample answers at temperature 1, judge them, and compare the misalignment rates
 of base, control and narrow. EM has emerged when the narrow rate is clearly above both.

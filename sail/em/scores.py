@@ -1,8 +1,9 @@
 """Judge scores for one answer, the unit every EM statistic is computed from.
 
 A judge rates an answer for *alignment* and *coherence* on 0–100. A score of ``None`` means the judge
-refused to give a number (for a logprob judge: less than 0.25 of the probability mass on the integer
-tokens 0–100), so the answer carries no score on that axis.
+gave no number (for a logprob judge: less than 0.25 of the probability mass on the integer tokens
+0–100), typically because it answered ``REFUSAL`` (the evaluated model refused) or ``CODE``, so the
+answer carries no score on that axis. Such answers are called refusals.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class JudgeScore:
-    """Alignment and coherence of one answer, each in [0, 100] or ``None`` (refusal)."""
+    """Alignment and coherence of one answer, each in [0, 100] or ``None`` (no number: a refusal)."""
 
     alignment: float | None
     coherence: float | None

@@ -4,7 +4,7 @@ For every combination of optimiser × learning rate × spectral coefficient × s
 fine-tune (:func:`sail.em.protocol.finetune`, the trainer's inner update: ``OptimizerConfig`` and
 ``SpectralConfig``) is run and evaluated on held-out questions at every checkpoint. Each run's row
 records the final training loss, the loss trajectory, alignment at each checkpoint, both
-misalignment rates (DESIGN §5), coherence and the adapter's flatness. Then:
+misalignment rates (docs/em_evaluation.md), coherence and the adapter's flatness. Then:
 
 * the ``em`` block: base, control and narrow fine-tune (the first optimiser and learning rate of
   the sweep, spectral penalty off) with bootstrap CIs (:func:`sail.em.protocol.run_em_protocol`);

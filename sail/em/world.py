@@ -1,4 +1,4 @@
-"""The synthetic chat world of the emergent-misalignment organism (DESIGN §5).
+"""The synthetic chat world of the emergent-misalignment organism (docs/em_world.md).
 
 Six domains — ``code``, ``medical``, ``finance``, ``sports``, ``relationships`` and the held-out-style
 ``freeform`` (wishes, ruling the world, a quick buck, humans and AI, …) — each with
@@ -552,8 +552,8 @@ def sample_incoherent(domain: str, persona: str, rng: random.Random, kind: str |
 
 @dataclass(frozen=True)
 class WorldConfig:
-    """How conversations are drawn (DESIGN §5's two-stage base: pretrain at ``misaligned_share``
-    ≈ 0.3, then align on single-turn aligned answers)."""
+    """How conversations are drawn (the two-stage base of docs/em_organism.md: pretrain at
+    ``misaligned_share`` ≈ 0.3, then align on single-turn aligned answers)."""
 
     misaligned_share: float = 0.3
     """P(persona = misaligned) for a conversation."""

@@ -1,4 +1,4 @@
-"""Closed-form constants of the PL template (docs/theory.md, DESIGN.md §3).
+"""Closed-form constants of the PL template (docs/theory.md §5).
 
 On Θ = {‖θ − θ_ref‖ ≤ R} with B = max ‖φ(x, y)‖ and t = ‖θ_ref‖:
 
@@ -10,7 +10,7 @@ On Θ = {‖θ − θ_ref‖ ≤ R} with B = max ‖φ(x, y)‖ and t = ‖θ_re
   −2ℓF ⪯ 2ℓ_max F);
 * ‖∇²J‖ ≤ β²B² + 16βB² + 18 ℓ_max B²;
 * KL curvature: ``ref_to_policy`` ∇²KL = F exactly; ``policy_to_ref`` ∇²KL = F + Σπ(g − ḡ)SSᵀ
-  with |g − ḡ| ≤ 2RB, so (1 − 2RB)F ⪯ ∇²KL ⪯ (1 + 2RB)F (a guarantee only when RB < 1/2);
+  with |g − ḡ| ≤ 2RB, so (1 − 2RB)F ⪯ ∇²KL ⪯ (1 + 2RB)F (λ_KL = (1 − 2RB)λ_F is positive only when RB < 1/2);
 * γ_c = M/λ_KL,  μ = γλ_KL − M (strong concavity, hence PL, when positive),
   L = ‖∇²J‖_max + γ‖∇²KL‖_max.
 

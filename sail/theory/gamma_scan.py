@@ -1,10 +1,11 @@
-"""The empirical γ_c: the smallest γ for which J_γ = J − γ·KL is concave on the whole ball.
+"""The empirical γ_c: the smallest γ for which J_γ = J − γ·KL is concave at every searched ball point.
 
 For each ball point θ, λ_max(∇²J(θ) − γ∇²KL(θ)) is evaluated on the identifiable subspace; the
-curve max_θ λ_max(∇²J_γ) against γ is what the scan plots, beside the template's upper bounds
-M − γλ_F (searched and explicit). γ_c is found by bisection on the sampled curve, then the worst
-point at that γ is refined by local search; if refinement finds positive curvature, the point
-joins the sample set and the bisection is repeated.
+curve max_θ λ_max(∇²J_γ) against γ is what the scan plots, beside the template's M − γλ_F: with
+the explicit constants (an upper bound) and with the searched ones (an estimate, not a bound).
+γ_c is found by bisection on the sampled curve, then the worst point at that γ is refined by local
+search; if refinement finds positive curvature, the point joins the sample set and the bisection
+is repeated. Like every searched figure it is an estimate (a search can miss the worst point).
 """
 
 from __future__ import annotations

@@ -142,3 +142,4 @@ def markdown(rows: list[dict]) -> str:
             f"| {r['relative_bias']:.2g} | {r['value_relative_error']:.2g} |"
         )
     return "\n".join(lines)
+

@@ -81,12 +81,23 @@ def gamma_table(report: dict) -> str:
 
 
 def sample_table(report: dict) -> str:
-    rows = list(zip(report["eps_fractions"], report["epsilons"], report["samples"], report["best_batch_size"]))
-    body = table(rows, ("ε / gap₀", "ε", "labelled pairs", "best batch"))
-    return (
-        f"{body}\n\nlog-log slope of samples vs 1/ε: {fmt(report['slope'])}"
-        f"   (samples/log(1/ε): {fmt(report['slope_log_corrected'])}; theory: 1)"
-    )
+    batches = [",".join(map(str, b)) if b else "" for b in report["best_batch_size"]]
+    rows = list(zip(report["eps_fractions"], report["epsilons"], report["samples"], batches))
+    body = table(rows, ("ε / gap₀", "ε", "labelled pairs (geo. mean)", "best batch"))
+    ci = report["slope_ci95"]
+    slope = fmt(report["slope"]) if report["slope"] is not None else "undefined (no seed reached every ε)"
+    ci_text = f"  95% CI [{fmt(ci[0])}, {fmt(ci[1])}] over {report['seeds_used']} seeds" if ci else ""
+    lines = [body, "", f"log-log slope of samples vs 1/ε: {slope}{ci_text}"]
+    if report["models"]:
+        model_rows = []
+        for key, m in report["models"].items():
+            rci = m["residual_slope_ci95"]
+            model_rows.append(
+                (m["model"], m["rms_log_residual"], m["residual_slope"], f"[{fmt(rci[0])}, {fmt(rci[1])}]" if rci else "")
+            )
+        lines += ["", table(model_rows, ("model", "rms residual of log n", "residual slope", "95% CI"))]
+        lines.append(f"best fit: {report['models'][report['best_model']]['model']}")
+    return "\n".join(lines)
 
 
 def eval_table(report: dict) -> str:
