@@ -55,7 +55,9 @@ def test_step_flops_is_a_tight_lower_bound_of_the_counted_step(setup):
     p_win = torch.full((B,), 0.5, dtype=torch.float64)
     model.train()
     with FlopCounterMode(display=False) as counter:
-        loss, _ = sail_loss(policy, batch, responses, p_win, SailConfig(beta=0.1, gamma=1e-3), torch.Generator().manual_seed(1), True, 0.0)
+        # the KL on the pair's own prefixes: the formula counts the loss on the pairs only
+        objective = SailConfig(beta=0.1, gamma=1e-3, kl_estimator="per_token_on_policy_prefixes")
+        loss, _ = sail_loss(policy, batch, responses, p_win, objective, torch.Generator().manual_seed(1), True, 0.0)
         loss.backward()
     model.zero_grad(set_to_none=True)
     formula = step_flops(linear_weights(model), LAYERS, D, V, B * N, P + T, B * N * T, lora_weights(model))

@@ -45,7 +45,8 @@ def test_bench_loop_json_without_trl(quick_base, capsys):
     assert out["trl"] is None and out["speedup_vs_trl"] is None
     sail = out["sail"]
     assert sail["samples_per_s"] > 0 and sail["tokens_per_s"] > 0 and sail["peak_mem_mb"] > 0
-    assert set(sail["phase_ms"]) == {"sample", "label", "reference", "loss_backward", "update"}
+    assert set(sail["phase_ms"]) == {"sample", "label", "reference", "reference_decode", "loss_backward", "update"}
+    assert sail["kl_estimator"] == "sequence" and 0 < sail["reference_decode_share_of_step"] < 1
 
 
 @pytest.mark.skipif(importlib.util.find_spec("trl") is None, reason="TRL is a benchmark-only extra (pip install -e '.[bench]')")

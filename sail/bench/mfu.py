@@ -18,6 +18,8 @@ full fine-tuning (no weight gradients), and it is the honest count for LoRA. Wor
 implementation does beyond it is not counted: the LM head's checkpoint recompute in the backward,
 the reference logits recomputed inside each chunk for the exact KL (:mod:`sail.policies.logprobs`),
 and the one position of logits each HF forward computes (``CausalLMPolicy._response_hidden``).
+Nor is the KL's own work under the default ``sequence`` estimator of KL(π_ref‖π_θ): the reference
+decode and the forwards on its draws (:func:`sail.loop.sail_loss`), so MFU is then a lower bound.
 
 MFU = FLOPs / seconds / peak. Two peaks: the datasheet's dense peak for the dtype on known GPUs
 (:data:`DATASHEET_TFLOPS`), and the matmul throughput measured on this device in the same process
