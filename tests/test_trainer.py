@@ -273,6 +273,43 @@ def test_the_projection_binds_in_a_trainer_run(base_dir, prompt_files, tmp_path)
     assert final.item() <= radius * (1 + 1e-6)
 
 
+def test_head_parametrisation_trains_only_the_head_delta(base_dir, prompt_files, tmp_path, capsys):
+    """model.trainable=head: one dense delta on the LM head trains, every other weight (tied input
+    embeddings included) stays, the reference is the base model, and the run saves the delta."""
+    from sail.models.head import delta_head_of
+
+    cfg = load_config(None, _overrides(base_dir, prompt_files, "train.steps=2", "spectral.log_every=2", "model.trainable=head",
+                                       "optimizer.lr=0.05", "sampling.engine=fast"))
+    trainer = Trainer(cfg, tmp_path / "r")
+    assert "samples with sampling.engine=hf" in capsys.readouterr().err
+    frozen = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if not p.requires_grad}
+    assert [n for n, p in trainer.model.named_parameters() if p.requires_grad] == ["lm_head.delta"]
+    prompts = trainer.policy.encode_prompts(task.sample_prompts(3, seed=9))
+    responses = trainer.policy.sample(prompts, 2, generator=torch.Generator().manual_seed(0))
+    summary = trainer.run()
+    assert summary["steps"] == 2 and summary["skipped_steps"] == 0
+    assert all(torch.equal(frozen[n], p) for n, p in trainer.model.named_parameters() if not p.requires_grad)
+    delta = delta_head_of(trainer.model).delta.detach()
+    assert delta.abs().max() > 0
+    torch.testing.assert_close(load_file(tmp_path / "r" / "head_delta.safetensors")["delta"], delta)
+    with torch.no_grad():  # the reference is the base: Δ switched off
+        base = _base_policy(base_dir).logprob(prompts, responses)
+        torch.testing.assert_close(trainer.policy.ref_logprob(prompts, responses), base)
+        assert (trainer.policy.logprob(prompts, responses) - base).abs().max() > 1e-4
+    with pytest.raises(Exception, match="flatness penalty"):
+        load_config(None, _overrides(base_dir, prompt_files, "model.trainable=head", "spectral.penalty_weight=1"))
+
+
+def _base_policy(path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sail.policies.causal_lm import CausalLMPolicy
+
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
+    return CausalLMPolicy(model, tok.eos_token_id, tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id, tokenizer=tok)
+
+
 def _cli(args, **kwargs):
     return subprocess.Popen([sys.executable, "-m", "sail.cli", "train", *args], **kwargs)
 

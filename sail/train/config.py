@@ -20,6 +20,7 @@ EMBEDDED_MODEL = "sail:em-misaligned"
 Qwen3 the project trains itself; ``sail:tiny-task`` is the earlier addition task (:mod:`sail.tasks`)."""
 
 DTYPES = ("float32", "bfloat16", "float16")
+TRAINABLE = ("lora", "head")
 ORACLE_KINDS = ("callable", "reward_model")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 
@@ -35,10 +36,17 @@ class ModelConfig:
     """Allow model code from the hub (only when you ask for it)."""
     lora: LoraSettings = field(default_factory=lambda: LoraSettings(rank=8, alpha=16.0))
     """The adapter (all 7 linear projections by default)."""
+    trainable: str = "lora"
+    """What trains: ``lora`` (the adapter above) or ``head``, a dense delta Δ on the LM head alone
+    (logits = (W + Δ)h, every other weight frozen, Δ = 0 at the start). The head parametrisation is
+    the one the convergence guarantee covers (log π is concave in Δ; docs/check_llm.md); it is
+    V × d parameters, and it samples with ``sampling.engine: hf``."""
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"trainable must be one of {TRAINABLE}, got {self.trainable!r}")
 
 
 @dataclass
@@ -179,6 +187,10 @@ class TrainConfig:
         if lr is not None and not lr > 0:
             raise ValueError(f"optimizer.lr must be > 0, got {lr}")
         needs_pairs = self.routes.dataset_self > 0 or self.routes.offline_dpo > 0
+        if self.model.trainable == "head" and self.spectral.penalty_weight > 0:
+            raise ValueError("spectral.penalty_weight: the flatness penalty acts on LoRA factors; model.trainable=head has none")
+        if self.train.fsdp and self.model.trainable == "head":
+            raise ValueError("train.fsdp shards a LoRA model's base; model.trainable=head trains the whole head, use one process per replica")
         if self.train.fsdp and self.sampling.engine == "fast":
             raise ValueError("train.fsdp shards the base weights, which sampling.engine=fast would merge into a full copy; use sampling.engine=hf")
         if needs_pairs and not self.data.pairs:

@@ -13,7 +13,8 @@ Several processes (``accelerate launch``) split each global batch and average th
 see :mod:`sail.train.distributed`. Only the main process writes the run directory.
 
 Run directory: ``config.yaml``, ``metrics.jsonl``, ``spectra.jsonl``, ``summary.json``,
-``adapter/`` (PEFT ``save_pretrained``) and ``checkpoint/`` (see :mod:`sail.train.checkpoint`).
+``adapter/`` (PEFT ``save_pretrained``; ``head_delta.safetensors`` when only the head trains) and
+``checkpoint/`` (see :mod:`sail.train.checkpoint`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import dataclasses
 import json
 import math
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -90,9 +92,27 @@ def load_policy(cfg: TrainConfig) -> CausalLMPolicy:
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
+    if cfg.model.trainable == "head":
+        return _head_policy(model, tokenizer, cfg)
     peft_model = attach_lora(model, cfg.model.lora, seed=cfg.train.seed)
     return CausalLMPolicy(
         peft_model, tokenizer.eos_token_id, tokenizer.pad_token_id, cfg.sampling, tokenizer, logprob_chunk=cfg.train.logprob_chunk or None
+    )
+
+
+def _head_policy(model, tokenizer, cfg: TrainConfig) -> CausalLMPolicy:
+    """The head parametrisation: a dense delta on the LM head, the reference with the delta off.
+    The fast sampler merges LoRA layers only, so this samples with ``hf``."""
+    from sail.models.head import attach_delta_head
+
+    head = attach_delta_head(model)
+    sampling = cfg.sampling
+    if sampling.engine == "fast":
+        print("sail train: model.trainable=head samples with sampling.engine=hf (the fast sampler merges LoRA layers only)", file=sys.stderr)
+        sampling = dataclasses.replace(sampling, engine="hf", compile=False)
+    return CausalLMPolicy(
+        model, tokenizer.eos_token_id, tokenizer.pad_token_id, sampling, tokenizer,
+        logprob_chunk=cfg.train.logprob_chunk or None, reference=head.disabled,
     )
 
 
@@ -226,7 +246,7 @@ class Trainer:
         self.accelerator.wait_for_everyone()  # every process has read the checkpoint before any writes
         self.metrics = MetricsWriter(self.run_dir, cfg, resume_step) if self.is_main else NullWriter()
         self.spectral_log = None
-        if cfg.spectral.log_every and self.is_main:
+        if cfg.spectral.log_every and self.is_main and cfg.model.trainable == "lora":
             from sail.spectral.logging import SpectralLogger
 
             path = self.run_dir / "spectra.jsonl"
@@ -243,6 +263,18 @@ class Trainer:
     def _write_config(self) -> None:
         data = {"config": dataclasses.asdict(self.cfg), "environment": environment()}
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def _save_final(self) -> None:
+        """``adapter/`` (PEFT ``save_pretrained``), or for the head parametrisation
+        ``head_delta.safetensors`` holding one tensor ``delta`` [V, d], added to the LM head's weight."""
+        if self.cfg.model.trainable == "head":
+            from safetensors.torch import save_file
+
+            from sail.models.head import delta_head_of
+
+            save_file({"delta": delta_head_of(self.model).delta.detach().cpu().contiguous()}, str(self.run_dir / "head_delta.safetensors"))
+        else:
+            self.model.save_pretrained(str(self.run_dir / "adapter"))
 
     def save(self) -> None:
         """The main process writes the checkpoint (replicas are identical); the others wait for it."""
@@ -434,7 +466,7 @@ class Trainer:
         bar.close()
         check_replicas_agree([p for p in self.model.parameters() if p.requires_grad], self.accelerator)
         if self.is_main:
-            self.model.save_pretrained(str(self.run_dir / "adapter"))
+            self._save_final()
         first, last = self.state["evals"][0], self.state["evals"][-1]
         summary = {
             "steps": self.state["step"],
