@@ -151,6 +151,19 @@ def test_the_gamma_axis_reaches_the_runs_rows_and_analysis(study_and_cache, tmp_
     assert "gamma_frontier.png" in results["plots"] and (out / "gamma_frontier.png").is_file()
 
 
+def test_gamma_aware_learning_rate_reaches_the_optimizer():
+    from sail.em.realign_study import run_name, train_config
+
+    cfg = load_realign_config(None, ["sweep.methods=[sail-revkl]", "sweep.gammas=[0, 1.0, 3.0]", "sweep.lr_gamma_scales=[0, 1.0]",
+                                     "sweep.optimizers=[sgd]", "sweep.lrs={sgd: [0.1]}", "sweep.spectral_coefs=[0]"])
+    lrs = {run_name(p): train_config(cfg.train, p).optimizer.lr for p in cfg.sweep.points()}
+    assert lrs["sail-revkl-sgd-lr0.1-pen0-seed0-gamma3-lrscale1"] == pytest.approx(0.1 / 4)
+    assert lrs["sail-revkl-sgd-lr0.1-pen0-seed0-gamma3"] == pytest.approx(0.1)
+    assert lrs["sail-revkl-sgd-lr0.1-pen0-seed0-gamma0-lrscale1"] == pytest.approx(0.1)
+    with pytest.raises(ConfigError, match="lr_gamma_scales"):
+        load_realign_config(None, ["sweep.lr_gamma_scales=[1.0]"])
+
+
 def test_gamma_axis_excludes_vanilla_sail_as_a_method():
     with pytest.raises(ConfigError, match="gammas"):
         load_realign_config(None, ["sweep.gammas=[0, 1]"])

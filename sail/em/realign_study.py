@@ -66,6 +66,9 @@ class RealignSweep:
     """KL weights γ to sweep for ``sail-revkl`` (γ = 0 is vanilla SAIL); empty: the train config's γ."""
     radii: list[float | None] = field(default_factory=lambda: [None])
     """Radii R of the ball ‖θ − θ₀‖ ≤ R (``objective.radius``); null: unconstrained."""
+    lr_gamma_scales: list[float] = field(default_factory=lambda: [0.0])
+    """γ-aware step sizes c: each run's learning rate is lr/(1 + c·γ), the step η ∝ 1/L_γ of the
+    theory with L_γ = L_J + γ·L_KL and c standing for L_KL/L_J; 0 keeps lr whatever γ."""
 
     def __post_init__(self):
         from sail.optim.config import OptimizerConfig
@@ -76,6 +79,10 @@ class RealignSweep:
             raise ValueError(f"gammas must be finite and >= 0, got {self.gammas}")
         if not self.radii or any(r is not None and not 0 < r < math.inf for r in self.radii):
             raise ValueError(f"radii must be a non-empty list of null or finite numbers > 0, got {self.radii}")
+        if not self.lr_gamma_scales or any(not 0 <= c < math.inf for c in self.lr_gamma_scales):
+            raise ValueError(f"lr_gamma_scales must be a non-empty list of finite numbers >= 0, got {self.lr_gamma_scales}")
+        if any(c > 0 for c in self.lr_gamma_scales) and not self.gammas:
+            raise ValueError("lr_gamma_scales > 0 needs the gammas axis")
 
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
@@ -92,12 +99,15 @@ class RealignSweep:
             raise ValueError(f"spectral_coefs must be >= 0, got {self.spectral_coefs}")
 
     def points(self) -> list[dict]:
-        """Every sweep point; ``gamma`` and ``radius`` appear only when swept (None: the config's)."""
+        """Every sweep point; ``gamma`` and ``radius`` are None when not swept (the config's), and
+        ``lr`` is the base rate before the γ-aware scaling ``lr_gamma_scale``."""
         return [
-            {"method": m, "optimizer": o, "lr": float(lr), "spectral_coef": float(c), "seed": int(s), "gamma": g, "radius": r}
+            {"method": m, "optimizer": o, "lr": float(lr), "spectral_coef": float(c), "seed": int(s), "gamma": g, "radius": r,
+             "lr_gamma_scale": float(k)}
             for m in self.methods
             for g in (self.gammas or [None])
             for r in self.radii
+            for k in self.lr_gamma_scales
             for o in self.optimizers
             for lr in self.lrs[o]
             for c in self.spectral_coefs
@@ -129,7 +139,15 @@ def run_name(point: dict) -> str:
         name += f"-gamma{point['gamma']:g}"
     if point.get("radius") is not None:
         name += f"-R{point['radius']:g}"
+    if point.get("lr_gamma_scale"):
+        name += f"-lrscale{point['lr_gamma_scale']:g}"
     return name
+
+
+def effective_lr(point: dict) -> float:
+    """lr/(1 + c·γ) for the γ-aware arm (c = ``lr_gamma_scale``), else lr."""
+    scale, gamma = point.get("lr_gamma_scale") or 0.0, point.get("gamma") or 0.0
+    return point["lr"] / (1.0 + scale * gamma)
 
 
 def train_config(base: dict, point: dict):
@@ -140,7 +158,7 @@ def train_config(base: dict, point: dict):
 
     data = merge(base, METHODS[point["method"]])
     data = merge(data, {
-        "optimizer": {"name": point["optimizer"], "lr": point["lr"]},
+        "optimizer": {"name": point["optimizer"], "lr": effective_lr(point)},
         "spectral": {"penalty_weight": point["spectral_coef"]},
         "train": {"seed": point["seed"], "progress": False},
     })
@@ -292,18 +310,19 @@ def diverged(run: dict) -> bool:
 
 
 def analyse_gamma(runs: list[dict]) -> dict:
-    """Per inner update (optimiser, lr, penalty) and γ: the number of runs, how many diverged, and
+    """Per inner update (optimiser, lr, γ-aware scaling, penalty, radius) and γ: the number of runs, how many diverged, and
     the means over the others of final misalignment (a), coherence, KL(π_ref‖π_θ) and KL(π_θ‖π_ref)."""
     groups = defaultdict(list)
     for r in runs:
         if r.get("gamma") is not None:
-            groups[(r["optimizer"], r["lr"], r["spectral_coef"], r.get("radius"), r["gamma"])].append(r)
+            groups[(r["optimizer"], r["lr"], r["spectral_coef"], r.get("radius"), r.get("lr_gamma_scale", 0.0), r["gamma"])].append(r)
     table = []
-    order = lambda kv: (kv[0][0], kv[0][1], kv[0][2], -1.0 if kv[0][3] is None else kv[0][3], kv[0][4])  # noqa: E731
-    for (optimizer, lr, coef, radius, gamma), rs in sorted(groups.items(), key=order):
+    order = lambda kv: (*kv[0][:3], -1.0 if kv[0][3] is None else kv[0][3], *kv[0][4:])  # noqa: E731
+    for (optimizer, lr, coef, radius, scale, gamma), rs in sorted(groups.items(), key=order):
         stable = [r for r in rs if not diverged(r)]
         table.append({
-            "optimizer": optimizer, "lr": lr, "spectral_coef": coef, "radius": radius, "gamma": gamma,
+            "optimizer": optimizer, "lr": lr, "lr_gamma_scale": scale, "effective_lr": lr / (1 + scale * gamma),
+            "spectral_coef": coef, "radius": radius, "gamma": gamma,
             "runs": len(rs), "diverged": len(rs) - len(stable),
             "misalignment_rate": _mean(r["misalignment_rate"] for r in stable),
             "coherence": _mean(r["coherence"] for r in stable),
