@@ -208,6 +208,10 @@ def add_check_parser(sub) -> None:
     c.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     c.set_defaults(func=cmd_kl_estimators)
 
+    from sail.theory.llm.command import add_llm_parser  # light: the checker itself is imported when it runs
+
+    add_llm_parser(checks)
+
 
 def cmd_kl_estimators(args) -> int:
     from sail.theory.kl_estimators import bias_table, markdown
