@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from sail.em.study_plots import _colour, _distinct, _optimizers, _save, plt
@@ -119,8 +120,8 @@ def plot_gamma_frontier(runs, path) -> Path:
                        marker="ox^vsdP*"[updates.index((r["optimizer"], r["lr"])) % 8], alpha=0.85)
         start = [r["misalignment_rate_start"] for r in runs if r["misalignment_rate_start"] is not None]
         if start:
-            ax.axhline(start[0], color="k", lw=0.8, ls=":")
-        ax.set_xscale("symlog", linthresh=0.1)
+            ax.axhline(start[0], color="k", lw=0.8, ls=":", label=f"misaligned start ({start[0]:.3f})" if key == "kl" else None)
+        ax.set_xscale("log")
         ax.set_xlabel(title)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("final misalignment rate (def. a)")
@@ -131,8 +132,13 @@ def plot_gamma_frontier(runs, path) -> Path:
     axes[1].legend(fontsize=7, loc="upper right")
     fig.suptitle("does the KL term keep SAIL stable? misalignment against the distance moved, per γ", fontsize=11)
     if lost:
-        fig.text(0.5, 0.01, f"not shown: {len(lost)} diverged runs: " + "; ".join(f"{r['optimizer']} lr {r['lr']:g} γ={r['gamma']:g} seed {r['seed']}" for r in lost)[:300], ha="center", fontsize=7)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.95))
+        counts = {}
+        for r in lost:
+            key = f"{r['optimizer']} lr {r['lr']:g}, γ = {r['gamma']:g}"
+            counts[key] = counts.get(key, 0) + 1
+        text = "; ".join(f"{k}: {n}" for k, n in counts.items())
+        fig.text(0.5, 0.01, "\n".join(textwrap.wrap(f"not shown, diverged (no coherent answer at the end): {text}", 160)), ha="center", fontsize=7)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
     return _save(fig, path)
 
 
