@@ -212,3 +212,19 @@ def test_analysis_on_hand_built_rows():
     assert effect["mean_delta_kl"] == pytest.approx((-0.06 - 0.10) / 2)  # not over the pair without a rate
     assert effect["pairs_with_a_diverged_run"] == 1
     assert effect["lower_misalignment"] == 1
+
+
+def test_gamma_analysis_counts_divergences_and_averages_the_stable_runs():
+    from sail.em.realign_study import analyse_gamma, gamma_table
+
+    def row(gamma, m, kl, seed):
+        return {**_row("sail-revkl", "sgd", 0.0, m, kl, seed), "lr": 0.1, "gamma": gamma, "radius": None,
+                "lr_gamma_scale": 0.0, "coherence": 90.0 if m is not None else 0.1, "kl_ref_to_policy": None if kl is None else 2 * kl}
+
+    rows = [row(0.0, None, 200.0, 0), row(0.0, 0.10, 0.08, 1), row(0.0, 0.12, 0.06, 2), row(1.0, 0.20, 0.01, 0), row(1.0, 0.22, 0.03, 1)]
+    cells = analyse_gamma(rows)["cells"]
+    assert [(c["gamma"], c["runs"], c["diverged"]) for c in cells] == [(0.0, 3, 1), (1.0, 2, 0)]
+    assert cells[0]["misalignment_rate"] == pytest.approx(0.11) and cells[0]["kl_policy_to_ref"] == pytest.approx(0.07)
+    assert cells[1]["kl_ref_to_policy"] == pytest.approx(0.04)
+    table = gamma_table(cells).splitlines()
+    assert table[2] == "| sgd 0.1 | 0 | n/a | 1 / 3 | 0.110 | 90.0 | 0.140 | 0.070 |"

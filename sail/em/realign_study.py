@@ -365,6 +365,19 @@ def run_realign_study(cfg: RealignStudyConfig, out_dir: str | Path, progress: bo
     return results
 
 
+def gamma_table(cells: list[dict]) -> str:
+    """``analysis.by_gamma`` as a Markdown table (means over the runs that did not diverge)."""
+    fmt = lambda v, spec: "n/a" if v is None else format(v, spec)  # noqa: E731
+    rows = ["| inner update | γ | R | diverged / runs | misalignment (a) | coherence | KL(π_ref‖π_θ) | KL(π_θ‖π_ref) |",
+            "|---|---|---|---|---|---|---|---|"]
+    for c in cells:
+        update = f"{c['optimizer']} {c['effective_lr']:g}" + (f" (lr/(1 + {c['lr_gamma_scale']:g}γ))" if c["lr_gamma_scale"] else "")
+        rows.append(f"| {update} | {c['gamma']:g} | {fmt(c['radius'], 'g')} | {c['diverged']} / {c['runs']} | "
+                    f"{fmt(c['misalignment_rate'], '.3f')} | {fmt(c['coherence'], '.1f')} | {fmt(c['kl_ref_to_policy'], '.3f')} | "
+                    f"{fmt(c['kl_policy_to_ref'], '.3f')} |")
+    return "\n".join(rows)
+
+
 def summary_lines(results: dict) -> list[str]:
     """A short report: final misalignment and KL per method × optimiser × penalty."""
     a = results["analysis"]
@@ -374,6 +387,9 @@ def summary_lines(results: dict) -> list[str]:
     for r in results["runs"]:
         m = "n/a" if r["misalignment_rate"] is None else f"{r['misalignment_rate']:.3f}"
         lines.append(f"{r['method']:11s} {r['optimizer']:9s} {r['lr']:7g} {r['spectral_coef']:4g} {m:>10s} {r['kl']:8.3f} {r['reward']:6.2f}")
+    cells = a.get("by_gamma", {}).get("cells", [])
+    if cells:
+        lines.append(gamma_table(cells))
     for m, s in a["optimizer_spread"].items():
         if s is not None:
             lines.append(f"{m}: optimiser spread (max/min of mean final misalignment) {s:.2f}")
