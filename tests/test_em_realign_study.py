@@ -120,7 +120,9 @@ def test_config_errors_name_the_key():
 
 
 @pytest.mark.parametrize(
-    "name,points", [("realign.yaml", 30), ("realign_smoke.yaml", 12), ("realign_gamma.yaml", 36), ("realign_gamma_smoke.yaml", 8)]
+    "name,points",
+    [("realign.yaml", 30), ("realign_smoke.yaml", 12), ("realign_gamma.yaml", 36), ("realign_gamma_smoke.yaml", 8),
+     ("realign_gamma_extension.yaml", 6), ("realign_gamma_projection.yaml", 6)],
 )
 def test_shipped_realign_configs_load(name, points):
     from pathlib import Path
@@ -221,9 +223,10 @@ def test_gamma_analysis_counts_divergences_and_averages_the_stable_runs():
         return {**_row("sail-revkl", "sgd", 0.0, m, kl, seed), "lr": 0.1, "gamma": gamma, "radius": None,
                 "lr_gamma_scale": 0.0, "coherence": 90.0 if m is not None else 0.1, "kl_ref_to_policy": None if kl is None else 2 * kl}
 
-    rows = [row(0.0, None, 200.0, 0), row(0.0, 0.10, 0.08, 1), row(0.0, 0.12, 0.06, 2), row(1.0, 0.20, 0.01, 0), row(1.0, 0.22, 0.03, 1)]
+    collapsed = {**row(1.0, 0.0, 8.0, 2), "coherence": 16.0}  # a few coherent answers, most not: collapsed too
+    rows = [row(0.0, None, 200.0, 0), row(0.0, 0.10, 0.08, 1), row(0.0, 0.12, 0.06, 2), row(1.0, 0.20, 0.01, 0), row(1.0, 0.22, 0.03, 1), collapsed]
     cells = analyse_gamma(rows)["cells"]
-    assert [(c["gamma"], c["runs"], c["diverged"]) for c in cells] == [(0.0, 3, 1), (1.0, 2, 0)]
+    assert [(c["gamma"], c["runs"], c["diverged"]) for c in cells] == [(0.0, 3, 1), (1.0, 3, 1)]
     assert cells[0]["misalignment_rate"] == pytest.approx(0.11) and cells[0]["kl_policy_to_ref"] == pytest.approx(0.07)
     assert cells[1]["kl_ref_to_policy"] == pytest.approx(0.04)
     table = gamma_table(cells).splitlines()
