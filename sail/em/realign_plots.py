@@ -109,7 +109,7 @@ def plot_gamma_frontier(runs, path) -> Path:
     updates = list(dict.fromkeys((r["optimizer"], r["lr"]) for r in runs))
     cmap = plt.get_cmap("viridis")
     colour = {g: cmap(i / max(1, len(gammas) - 1)) for i, g in enumerate(gammas)}
-    fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.6), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, 5.4), sharey=True)
     panels = [("kl_ref_to_policy", "final KL(π_ref‖π_θ), held-out (penalised)"), ("kl", "final KL(π_θ‖π_ref), held-out")]
     lost = [r for r in runs if diverged(r)]
     for ax, (key, title) in zip(axes, panels):
@@ -137,9 +137,13 @@ def plot_gamma_frontier(runs, path) -> Path:
             key = f"{r['optimizer']} lr {r['lr']:g}, γ = {r['gamma']:g}"
             counts[key] = counts.get(key, 0) + 1
         text = "; ".join(f"{k}: {n}" for k, n in counts.items())
-        fig.text(0.5, 0.01, "\n".join(textwrap.wrap(f"not shown, diverged (no coherent answer at the end): {text}", 160)), ha="center", fontsize=7)
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
-    return _save(fig, path)
+        fig.text(0.5, 0.01, "\n".join(textwrap.wrap(f"not shown, diverged (mean held-out coherence below 50 at the end, or none coherent): {text}", 160)), ha="center", fontsize=7)
+    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)  # not _save: its tight_layout would pull the axes over the footnote
+    plt.close(fig)
+    return path
 
 
 def plot_all(runs, out_dir) -> list[Path]:
