@@ -122,7 +122,7 @@ def test_config_errors_name_the_key():
 @pytest.mark.parametrize(
     "name,points",
     [("realign.yaml", 30), ("realign_smoke.yaml", 12), ("realign_gamma.yaml", 36), ("realign_gamma_smoke.yaml", 8),
-     ("realign_gamma_extension.yaml", 6), ("realign_gamma_projection.yaml", 6)],
+     ("realign_gamma_extension.yaml", 6), ("realign_gamma_projection.yaml", 6), ("realign_gamma_projection_adamw_1e-2.yaml", 3)],
 )
 def test_shipped_realign_configs_load(name, points):
     from pathlib import Path
