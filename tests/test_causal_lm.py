@@ -12,7 +12,7 @@ from sail.models.tiny import tiny_qwen3
 from sail.objectives import KL_DIRECTIONS, KL_ESTIMATORS, kl_exact, pair_term
 from sail.oracles import bradley_terry_labels
 from sail.policies.causal_lm import CausalLMPolicy, PromptBatch, ResponseBatch, SamplingConfig, response_mask
-from sail.theory.kl_estimators import EnumerableModel, all_responses, enumerable_policy, enumerable_prompts, estimator_bias, response_batch
+from sail.theory.kl_estimators import EnumerableModel, all_tokens, enumerable_policy, enumerable_prompts, estimator_bias, response_batch
 
 VOCAB, T = 5, 2
 
@@ -221,7 +221,7 @@ def test_sequence_estimator_is_the_sequence_kl_in_value(direction):
 def test_enumerated_responses_carry_all_the_probability():
     """With EOS: L tokens then EOS for L < T, and the cut T-token responses; Σ π(y) = 1."""
     shape = EnumerableModel()
-    tokens = all_responses(shape.vocab_size, shape.eos_token_id, shape.max_new_tokens)
+    tokens = all_tokens(shape, pad_token_id=0)
     assert tokens.shape[0] == 1 + 4 + 16 + 64
     policy = enumerable_policy(shape)
     batch = response_batch(tokens, 2, shape.eos_token_id)

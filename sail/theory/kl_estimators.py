@@ -12,7 +12,6 @@ KL term can be averaged exactly over the distribution its responses are drawn fr
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +19,7 @@ import torch
 from sail.loop import SailConfig, kl_draw_source, kl_loss_term
 from sail.objectives import KL_DIRECTIONS, KL_ESTIMATORS, kl_exact
 from sail.policies.causal_lm import CausalLMPolicy, PromptBatch, ResponseBatch, SamplingConfig, response_mask
+from sail.theory.llm.enumeration import enumerate_responses
 
 
 @dataclass(frozen=True)
@@ -36,15 +36,11 @@ class EnumerableModel:
     dtype: torch.dtype = torch.float64
 
 
-def all_responses(vocab_size: int, eos_token_id: int, max_new_tokens: int, pad_token_id: int = 0) -> torch.Tensor:
-    """Every response as padded token rows [N, T]: L non-EOS tokens then EOS for L < T, and the T-token
-    responses without EOS (cut at the cap, no stop factor). Their probabilities sum to 1."""
-    words = [t for t in range(vocab_size) if t != eos_token_id]
-    rows = []
-    for length in range(max_new_tokens):
-        rows += [list(w) + [eos_token_id] for w in itertools.product(words, repeat=length)]
-    rows += [list(w) for w in itertools.product(words, repeat=max_new_tokens)]
-    return torch.tensor([r + [pad_token_id] * (max_new_tokens - len(r)) for r in rows])
+def all_tokens(shape: EnumerableModel, pad_token_id: int) -> torch.Tensor:
+    """Every response of the shape's vocabulary, EOS and cap as padded rows [N, T]
+    (:func:`sail.theory.llm.enumeration.enumerate_responses`): L content tokens then EOS for L < T,
+    and the T-token responses cut without EOS. Their probabilities sum to 1."""
+    return enumerate_responses(shape.vocab_size, shape.eos_token_id, shape.max_new_tokens).padded(pad_token_id)[0]
 
 
 def response_batch(tokens: torch.Tensor, batch: int, eos_token_id: int) -> ResponseBatch:
@@ -82,7 +78,7 @@ def _flat_grad(value: torch.Tensor, params) -> torch.Tensor:
 
 def sequence_kl(policy: CausalLMPolicy, prompts: PromptBatch, direction: str, shape: EnumerableModel) -> torch.Tensor:
     """E_x KL_dir between the policy's and the reference's distributions over whole responses."""
-    everything = response_batch(all_responses(shape.vocab_size, shape.eos_token_id, shape.max_new_tokens, policy.pad_token_id), len(prompts), shape.eos_token_id)
+    everything = response_batch(all_tokens(shape, policy.pad_token_id), len(prompts), shape.eos_token_id)
     logp = policy.logprob(prompts, everything)
     return kl_exact(logp, policy.ref_logprob(prompts, everything), direction).mean()
 
@@ -93,7 +89,7 @@ def expected_kl_term(
     """(E_x E_{y∼q}[term(y)], E_x E_{y∼q}[value(y)]) of :func:`sail.loop.kl_loss_term` with the draw
     weights q(y) held fixed: the first one's gradient is the step's expected KL gradient, the second
     is the mean of the logged KL estimate."""
-    tokens = all_responses(shape.vocab_size, shape.eos_token_id, shape.max_new_tokens, policy.pad_token_id)
+    tokens = all_tokens(shape, policy.pad_token_id)
     n, width = tokens.shape
     everything = response_batch(tokens, len(prompts), shape.eos_token_id)
     with torch.no_grad():

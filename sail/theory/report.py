@@ -8,19 +8,22 @@ import math
 import numpy as np
 
 
-def jsonable(obj):
-    """Strict-JSON version of a report: numpy → lists/floats, non-finite floats → "inf"/"-inf"/"nan"."""
+def _non_finite_as_text(x: float) -> str:
+    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+
+
+def jsonable(obj, non_finite=_non_finite_as_text):
+    """Strict-JSON version of a report: numpy → lists/floats, and each non-finite float replaced by
+    ``non_finite(x)`` ("inf"/"-inf"/"nan" by default; ``sail check llm`` writes null)."""
     if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v, non_finite) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
+        return [jsonable(v, non_finite) for v in obj]
     if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
+        return jsonable(obj.tolist(), non_finite)
     if isinstance(obj, (np.floating, float)):
         x = float(obj)
-        if math.isfinite(x):
-            return x
-        return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+        return x if math.isfinite(x) else non_finite(x)
     if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, np.bool_):

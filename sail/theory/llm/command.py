@@ -92,21 +92,9 @@ def parse_flags(args) -> dict:
 
 def strict_json(obj):
     """A JSON-ready copy: numpy scalars and arrays to Python, NaN and ±∞ to null."""
-    import numpy as np
+    from sail.theory.report import jsonable
 
-    if isinstance(obj, dict):
-        return {str(k): strict_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [strict_json(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return strict_json(obj.tolist())
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
+    return jsonable(obj, non_finite=lambda x: None)
 
 
 def _fmt_table(report: dict) -> str:
