@@ -19,6 +19,7 @@ failures are turned into certified counterexamples at E = e. Sweep K = 2..6 for 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import sympy as sp
@@ -108,14 +109,6 @@ def check(exponent_factor=2) -> Verdict:
     return all_of([softplus_bounds(), cauchy_schwarz(), derivative_bounds(), pi_floor(exponent_factor)])
 
 
-def prove() -> Verdict:
-    return check()
-
-
-def negative_control() -> Verdict:
-    return check(exponent_factor=1)
-
-
 def cross_check() -> float:
     """ℓ_max and π_min lambdified vs ``explicit_constants``; plus the largest violation of
     |ℓ| ≤ ℓ_max and π ≥ π_min over ball points of a random instance (library code throughout)."""
@@ -145,8 +138,8 @@ def cross_check() -> float:
 LEMMA = Lemma(
     name="elementary_bounds",
     statement="|ℓ| ≤ log 2 + β|Δ| ≤ ℓ_max, |ℓ'| ≤ β, |ℓ''| ≤ β²/4, Cauchy–Schwarz, π_θ(y) ≥ e^{−2(R+‖θ_ref‖)B}/|Y|",
-    prove=prove,
-    negative_control=negative_control,
+    prove=check,
+    negative_control=partial(check, exponent_factor=1),
     cross_check=cross_check,
     control="π floor with e^{−(R+t)B} (factor 2 missing)",
 )

@@ -12,6 +12,8 @@ Checked with fully symbolic θ, θ_ref ∈ R² and symbolic features φ_y ∈ R�
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import sympy as sp
 import torch
@@ -62,14 +64,6 @@ def check(drop_reference: bool = False) -> Verdict:
     return Verdict(True, f"Δ = (θ−θ_ref)ᵀ(φ₁−φ₂), ∇Δ = φ₁−φ₂, ∇²Δ = 0 for K in {SWEEP}, d = {DIM}")
 
 
-def prove() -> Verdict:
-    return check()
-
-
-def negative_control() -> Verdict:
-    return check(drop_reference=True)
-
-
 def cross_check() -> float:
     """The library's Δ from log-probabilities vs (θ − θ_ref)ᵀ(φ₁ − φ₂) lambdified."""
     world = random_world(seed=12, n_contexts=3, n_responses=4, dim=DIM)
@@ -90,8 +84,8 @@ def cross_check() -> float:
 LEMMA = Lemma(
     name="implicit_reward",
     statement="Δ_θ(y₁,y₂) = (θ − θ_ref)ᵀ(φ₁ − φ₂): partition functions cancel, ∇Δ = φ₁ − φ₂, ∇²Δ = 0",
-    prove=prove,
-    negative_control=negative_control,
+    prove=check,
+    negative_control=partial(check, drop_reference=True),
     cross_check=cross_check,
     control="reference dropped: Δ = θᵀ(φ₁ − φ₂)",
 )

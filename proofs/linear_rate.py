@@ -16,11 +16,13 @@ control 1 − 2μ/L fails by exactly μ²/L².
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import sympy as sp
 
 from proofs.tools.exact import certified_sign, manifestly_nonnegative
-from proofs.tools.identity import check_zero
+from proofs.tools.identity import check_zero, dot, symbol_vector
 from proofs.tools.lemma import Lemma, Verdict, all_of
 from proofs.tools.numeric import lambdify
 from sail.theory.ascent import projected_ascent
@@ -36,15 +38,11 @@ k = sp.Symbol("k", integer=True, nonnegative=True)
 RATE = 1 - mu / L
 
 
-def dot(a, b):
-    return (a.T * b)[0, 0]
-
-
 def ascent_step_identity() -> Verdict:
     checks = []
     for n in DIMS:
-        g = sp.Matrix(sp.symbols(f"g1:{n + 1}", real=True))
-        G = sp.Matrix(sp.symbols(f"G1:{n + 1}", real=True))
+        g = symbol_vector("g", n)
+        G = symbol_vector("G", n)
         step = G / L
         lower = dot(g, step) - L / 2 * dot(step, step)
         checks.append(check_zero(sp.expand(lower - (2 * dot(g, G) - dot(G, G)) / (2 * L)), f"ascent lemma n={n}"))
@@ -85,14 +83,6 @@ def check(factor=RATE) -> Verdict:
     return all_of([ascent_step_identity(), recursion(), factor_consistent(factor)])
 
 
-def prove() -> Verdict:
-    return check()
-
-
-def negative_control() -> Verdict:
-    return check(1 - 2 * mu / L)
-
-
 def cross_check() -> float:
     """(a) the ascent-lemma bound J(x⁺) − J(x) ≥ D_L/(2L) (lambdified) along the library's
     ``projected_ascent`` with L = the explicit smoothness bound — the largest violation;
@@ -122,8 +112,8 @@ def cross_check() -> float:
 LEMMA = Lemma(
     name="linear_rate",
     statement="projected ascent, η = 1/L, prox-PL μ: J* − J(θ_k) ≤ (1 − μ/L)^k (J* − J(θ_0))",
-    prove=prove,
-    negative_control=negative_control,
+    prove=check,
+    negative_control=partial(check, 1 - 2 * mu / L),
     cross_check=cross_check,
     control="contraction factor 1 − 2μ/L (factor 2)",
 )

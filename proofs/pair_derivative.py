@@ -15,6 +15,8 @@ and the differences cancel; the log σ atoms cancel in the structural identities
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import sympy as sp
 import torch
@@ -62,14 +64,6 @@ def check(missing_beta: bool = False) -> Verdict:
     )
 
 
-def prove() -> Verdict:
-    return check()
-
-
-def negative_control() -> Verdict:
-    return check(missing_beta=True)
-
-
 def cross_check() -> float:
     """ℓ, ℓ', ℓ'' lambdified vs ``pair_term`` and ``pair_term_derivatives`` at random (β, p, Δ),
     soft and hard labels."""
@@ -91,8 +85,8 @@ def cross_check() -> float:
 LEMMA = Lemma(
     name="pair_derivative",
     statement="ℓ = p log σ(βΔ) + (1−p) log σ(−βΔ): ℓ' = β(p − σ(βΔ)), ℓ'' = −β²σ(βΔ)σ(−βΔ); affine in p",
-    prove=prove,
-    negative_control=negative_control,
+    prove=check,
+    negative_control=partial(check, missing_beta=True),
     cross_check=cross_check,
     control="factor β missing: ℓ' = p − σ(βΔ)",
 )

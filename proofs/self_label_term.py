@@ -18,6 +18,8 @@ extra term ∇E[½ℓ²]. Proof: Δ = log(t)/β, symbolic β; the log σ atoms s
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import sympy as sp
 import torch
@@ -58,14 +60,6 @@ def check(half: sp.Expr = sp.Rational(1, 2)) -> Verdict:
     )
 
 
-def prove() -> Verdict:
-    return check()
-
-
-def negative_control() -> Verdict:
-    return check(half=sp.Integer(1))
-
-
 def cross_check() -> float:
     """Autograd through the library's ``pair_term`` with p_win = σ(βΔ) kept in the graph vs the
     lambdified right-hand side."""
@@ -84,8 +78,8 @@ def cross_check() -> float:
 LEMMA = Lemma(
     name="self_label_term",
     statement="self-labelling with q = σ(βΔ): ∇E_label[h] = E[∇h] + E[∇½h²] (label score = ∇h)",
-    prove=prove,
-    negative_control=negative_control,
+    prove=check,
+    negative_control=partial(check, half=sp.Integer(1)),
     cross_check=cross_check,
     control="extra term ∇E[ℓ²] (factor ½ missing)",
 )

@@ -13,6 +13,8 @@ to 0 for every K in the sweep.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import sympy as sp
 import torch
@@ -60,14 +62,6 @@ def check(drop_normaliser: bool = False) -> Verdict:
     return Verdict(True, f"π and log π Jacobians identical for K in {SWEEP}")
 
 
-def prove() -> Verdict:
-    return check()
-
-
-def negative_control() -> Verdict:
-    return check(drop_normaliser=True)
-
-
 def cross_check() -> float:
     """∇_θ log π_θ(i|x) from autograd on the library's policy vs Φ_xᵀ(e_i − π) lambdified."""
     world = random_world(seed=11, n_contexts=3, n_responses=4, dim=3)
@@ -86,8 +80,8 @@ def cross_check() -> float:
 LEMMA = Lemma(
     name="softmax_derivatives",
     statement="∂π_i/∂u_k = π_i(δ_ik − π_k), ∂log π_i/∂u_k = δ_ik − π_k (score s = φ − E_πφ)",
-    prove=prove,
-    negative_control=negative_control,
+    prove=check,
+    negative_control=partial(check, drop_normaliser=True),
     cross_check=cross_check,
     control="normaliser term −π_k dropped",
 )

@@ -30,11 +30,13 @@ certified.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import sympy as sp
 
 from proofs.tools.exact import certified_sign, is_psd_2x2
-from proofs.tools.identity import check_zero
+from proofs.tools.identity import check_zero, dot, symbol_vector
 from proofs.tools.lemma import Lemma, Verdict, all_of
 from proofs.tools.numeric import lambdify
 from sail.theory.instance import random_instance
@@ -46,11 +48,7 @@ mu, L, lam = sp.symbols("mu L lambda", positive=True)
 
 
 def _vectors(n: int):
-    return tuple(sp.Matrix(sp.symbols(f"{name}1:{n + 1}", real=True)) for name in ("g", "x", "y"))
-
-
-def dot(a, b):
-    return (a.T * b)[0, 0]
+    return tuple(symbol_vector(name, n) for name in ("g", "x", "y"))
 
 
 def prox_pl_value(g, G):
@@ -105,7 +103,7 @@ def interior(lhs) -> Verdict:
     """Where the constraint is inactive (G = g) the left-hand side must be ½‖g‖²."""
     checks = []
     for n in DIMS:
-        g = sp.Matrix(sp.symbols(f"g1:{n + 1}", real=True))
+        g = symbol_vector("g", n)
         checks.append(check_zero(sp.expand(lhs(g, g) - dot(g, g) / 2), f"interior n={n}"))
     return all_of(checks, f"interior: Q(g, g) = ½‖g‖² for n in {DIMS}")
 
@@ -148,8 +146,8 @@ def boundary(lhs) -> Verdict:
     """With the constraint active, steps 2–3 bound μ·gap by ½D_L: Q must equal ½D_L identically."""
     reductions = []
     for n in DIMS:
-        g = sp.Matrix(sp.symbols(f"g1:{n + 1}", real=True))
-        G = sp.Matrix(sp.symbols(f"G1:{n + 1}", real=True))
+        g = symbol_vector("g", n)
+        G = symbol_vector("G", n)
         reductions.append(check_zero(sp.expand(lhs(g, G) - half_prox_pl(g, G)), f"boundary Q = ½D_L n={n}"))
     reduced = all_of(reductions, f"boundary: Q(g, G) = ½D_L(g, G) for n in {DIMS}")
     witness = boundary_witness(lhs)
@@ -164,14 +162,6 @@ def check(lhs=half_prox_pl, c=1) -> Verdict:
     return all_of([identities(), interior(lhs), constant_is_valid(c), boundary(lhs)])
 
 
-def prove() -> Verdict:
-    return check(half_prox_pl)
-
-
-def negative_control() -> Verdict:
-    return check(half_mapping_norm)
-
-
 def cross_check() -> float:
     """The library's proximal-PL numerator (``prox_pl_ratio`` with a unit gap) vs the lambdified
     D = ‖g‖² − ‖g − G‖² built from the library's gradient and gradient mapping, at ball points
@@ -180,7 +170,7 @@ def cross_check() -> float:
     problem = ExactProblem(inst)
     n = problem.dim
     g, _, _ = _vectors(n)
-    G = sp.Matrix(sp.symbols(f"G1:{n + 1}", real=True))
+    G = symbol_vector("G", n)
     d_fn = lambdify([list(g), list(G)], dot(g, g) - dot(g - G, g - G))
     err = 0.0
     for theta in problem.sample_ball(12, np.random.default_rng(1), surface_fraction=0.5):
@@ -195,8 +185,8 @@ def cross_check() -> float:
 LEMMA = Lemma(
     name="strong_concavity_pl",
     statement="μ-strongly concave on convex Θ, L ≥ μ ⇒ ½D_L ≥ μ(J* − J) (interior: ½‖∇J‖² ≥ μ gap), constant tight",
-    prove=prove,
-    negative_control=negative_control,
+    prove=partial(check, half_prox_pl),
+    negative_control=partial(check, half_mapping_norm),
     cross_check=cross_check,
     control="½‖G_L‖² ≥ μ(J* − J) (gradient-mapping norm in place of ½D_L on the boundary)",
 )

@@ -16,6 +16,8 @@ dataset — the same check certifies the opposite sign (the negative control).
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import sympy as sp
 
@@ -67,14 +69,6 @@ def check(frozen_sampling: bool = False) -> Verdict:
     return Verdict(False, f"vᵀ∇²J v ≈ {float(value):.6f}: positive curvature not certified (sign {sign})")
 
 
-def prove() -> Verdict:
-    return check()
-
-
-def negative_control() -> Verdict:
-    return check(frozen_sampling=True)
-
-
 def cross_check() -> float:
     """vᵀ∇²J v exact vs vᵀ(``LogLinearPolicy.population(...).sail_hess``)v at the witness."""
     policy_ = LogLinearPolicy.tabular(1, 2)
@@ -88,8 +82,8 @@ def cross_check() -> float:
 LEMMA = Lemma(
     name="vanilla_sail_nonconcave",
     statement="witness: 2 responses, β=1, p*=3/4, θ=(−log 2, 0): ∇²J has a positive eigenvalue",
-    prove=prove,
-    negative_control=negative_control,
+    prove=check,
+    negative_control=partial(check, frozen_sampling=True),
     cross_check=cross_check,
     control="sampling weights frozen at π_θ (no score terms, DPO-like)",
 )

@@ -21,15 +21,15 @@ from __future__ import annotations
 import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Literal, Sequence
 
 import torch
 
+from sail.config import FieldError, check_choices
 from sail.objectives import (
     DEPRECATED_KL_ESTIMATORS,
     KL_ESTIMATORS,
     PER_POSITION_KL_ESTIMATORS,
-    check_kl_direction,
     implicit_reward_diff,
     kl_draw_distribution,
     leave_one_out_baseline,
@@ -38,7 +38,10 @@ from sail.objectives import (
     sample_kl_term,
 )
 
-BASELINES = ("none", "leave_one_out", "ema")
+KLEstimatorName = Literal[
+    "sequence", "per_token_on_policy_prefixes", "k1", "k2", "k3", "k1_score", "k2_score", "k3_score", "exact"
+]
+""":data:`sail.objectives.KL_ESTIMATORS` and the deprecated names it still reads."""
 
 
 @dataclass
@@ -49,9 +52,9 @@ class SailConfig:
     """DPO temperature β > 0 in ℓ = p log σ(βΔ) + (1 − p) log σ(−βΔ)."""
     gamma: float = 1e-3
     """KL weight γ ≥ 0; γ = 0 is vanilla SAIL."""
-    kl_direction: str = "ref_to_policy"
+    kl_direction: Literal["ref_to_policy", "policy_to_ref"] = "ref_to_policy"
     """``ref_to_policy`` = KL(π_ref‖π_θ) or ``policy_to_ref`` = KL(π_θ‖π_ref)."""
-    kl_estimator: str = "sequence"
+    kl_estimator: KLEstimatorName = "sequence"
     """How the KL term is estimated. ``sequence`` (unbiased in value and gradient): the exact
     per-position KL summed along responses drawn from the KL's first argument, π_ref for
     ``ref_to_policy`` (one extra decode with the reference) and π_θ for ``policy_to_ref`` (with the
@@ -65,7 +68,7 @@ class SailConfig:
     ``policy_to_ref`` → ``sequence``). Read from older configs and folded into ``kl_estimator``."""
     score_term: bool = True
     """Keep the score-function term E[ℓ(s₁+s₂)]; False gives online DPO's gradient."""
-    baseline: str = "leave_one_out"
+    baseline: Literal["none", "leave_one_out", "ema"] = "leave_one_out"
     """Baseline b in sg(h − b): ``none``, the leave-one-out batch mean, or ``ema``, a moving average
     of h over *earlier* steps supplied by the caller (all independent of the pair, so unbiased;
     ``ema`` also makes the gradient independent of how a step is split into micro-batches)."""
@@ -74,18 +77,14 @@ class SailConfig:
     initial parameters) onto which every step projects; null: unconstrained."""
 
     def __post_init__(self):
+        check_choices(self)
         if not self.beta > 0 or self.beta == float("inf"):
-            raise ValueError(f"beta must be a finite number > 0, got {self.beta}")
+            raise FieldError("beta", f"must be a finite number > 0, got {self.beta}")
         if not self.gamma >= 0 or self.gamma == float("inf"):
-            raise ValueError(f"gamma must be a finite number >= 0, got {self.gamma}")
+            raise FieldError("gamma", f"must be a finite number >= 0, got {self.gamma}")
         if self.radius is not None and not 0 < self.radius < float("inf"):
-            raise ValueError(f"radius must be a finite number > 0 (or null), got {self.radius}")
-        check_kl_direction(self.kl_direction)
+            raise FieldError("radius", f"must be a finite number > 0 (or null), got {self.radius}")
         self._fold_deprecated_estimator()
-        if self.kl_estimator not in KL_ESTIMATORS:
-            raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
-        if self.baseline not in BASELINES:
-            raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
 
     def _fold_deprecated_estimator(self) -> None:
         old = self.kl_estimator
@@ -97,8 +96,9 @@ class SailConfig:
             elif self.kl_estimator == "per_token_on_policy_prefixes" and self.kl_direction == "policy_to_ref":
                 self.kl_estimator = "sequence"
             else:
-                raise ValueError(
-                    f"kl_score_correction is deprecated and has no meaning for kl_estimator={old!r} with "
+                raise FieldError(
+                    "kl_score_correction",
+                    f"deprecated, and has no meaning for kl_estimator={old!r} with "
                     f"kl_direction={self.kl_direction!r}; choose one of {KL_ESTIMATORS}"
                 )
             self.kl_score_correction = False
@@ -207,8 +207,8 @@ def sail_loss(
     stats = {
         "losses/loss": loss.item(),
         "losses/pair_term": h.mean().item(),
-        "charts/kl": kl.value.mean().item(),
-        "charts/implicit_reward_margin": delta.detach().abs().mean().item(),
+        f"charts/kl_{cfg.kl_direction}": kl.value.mean().item(),  # the estimator's value on this batch
+        "charts/implicit_reward_margin_abs_mean": delta.detach().abs().mean().item(),  # mean |Δ| over pairs
     }
     return loss, stats
 

@@ -8,6 +8,8 @@ unbiased (ℓ is linear in p) with less variance.
 
 from __future__ import annotations
 
+import importlib
+
 import torch
 
 LABEL_MODES = ("sample", "soft", "argmax")
@@ -60,23 +62,22 @@ class TabularRewardOracle:
         return bradley_terry_labels(r[:, 0], r[:, 1], self.mode, generator)
 
 
-def load_callable(path: str):
-    """Import ``package.module:function`` (or ``package.module.function``)."""
-    import importlib
-
+def load_callable(path: str, key: str = "callable"):
+    """Import ``package.module:function`` (or ``package.module.function``); errors start with
+    ``key``, the config key that named it (``oracle.path``, ``run.eval_metrics``)."""
     module_name, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
     if not module_name or not attr:
-        raise ValueError(f"scorer path must look like 'package.module:function', got {path!r}")
+        raise ValueError(f"{key}: must look like 'package.module:function', got {path!r}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValueError(f"cannot import module {module_name!r} for scorer {path!r}: {exc}") from None
+        raise ValueError(f"{key}: cannot import module {module_name!r} of {path!r}: {exc}") from None
     try:
         fn = getattr(module, attr)
     except AttributeError:
-        raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
+        raise ValueError(f"{key}: module {module_name!r} has no attribute {attr!r}") from None
     if not callable(fn):
-        raise ValueError(f"{path!r} is not callable")
+        raise ValueError(f"{key}: {path!r} is not callable")
     return fn
 
 

@@ -5,9 +5,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from sail.bench import mfu
 from sail.bench.mfu import linear_weights, lora_weights, measured_matmul_tflops, step_flops
 from sail.loop import SailConfig, sail_loss
-from sail.models.lora import LoraSettings, attach_lora
+from sail.models.lora import LoraAdapterConfig, attach_lora
 from sail.models.tiny import tiny_qwen3
 from sail.policies.causal_lm import CausalLMPolicy, PromptBatch, ResponseBatch, SamplingConfig
 
@@ -19,7 +20,7 @@ B, P, N, T = 2, 6, 2, 5
 def setup():
     base = tiny_qwen3(0, vocab_size=V, hidden_size=D, layers=LAYERS, heads=4, kv_heads=2)
     base.set_attn_implementation("eager")  # attention as matmuls, which the counter sees
-    model = attach_lora(base, LoraSettings(rank=RANK, alpha=4.0), seed=0)
+    model = attach_lora(base, LoraAdapterConfig(rank=RANK, alpha=4.0), seed=0)
     policy = CausalLMPolicy(model, eos_token_id=None, pad_token_id=0, sampling=SamplingConfig(max_new_tokens=T, temperature=1.0))
     g = torch.Generator().manual_seed(0)
     batch = PromptBatch(torch.randint(1, V, (B, P), generator=g), torch.ones(B, P, dtype=torch.long))
@@ -65,5 +66,11 @@ def test_step_flops_is_a_tight_lower_bound_of_the_counted_step(setup):
     assert formula <= counted <= 1.2 * formula
 
 
-def test_measured_matmul_throughput_is_positive():
-    assert measured_matmul_tflops("cpu", "float32", size=128, repeats=2) > 0
+def test_measured_matmul_throughput_is_the_best_timed_product(monkeypatch):
+    """2·n³ FLOPs over the fastest timed product: with a stand-in clock that times the two products
+    after the warm-up at 0.4 s and 0.25 s, 2·128³ / 0.25 s."""
+    ticks = iter([0.0, 1.0, 1.4, 2.0, 2.25])
+    monkeypatch.setattr(mfu.time, "perf_counter", lambda: next(ticks))
+    tflops = measured_matmul_tflops("cpu", "float32", size=128, repeats=2)
+    assert tflops == pytest.approx(2 * 128**3 / 0.25 / 1e12, rel=1e-12)
+    assert next(ticks, None) is None  # the warm-up reads the clock once, each timed product twice

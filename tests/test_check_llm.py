@@ -14,18 +14,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from matplotlib.image import imread
 
 from sail.cli import main
+from sail.config import ConfigError, build
 from sail.loop import SailConfig
 from sail.theory.llm.artifacts import save_run
-from sail.theory.llm.check import CheckSettings, run_check
+from sail.theory.llm.check import run_check
 from sail.theory.llm.command import strict_json
+from sail.theory.llm.config import CheckConfig, CheckerModelConfig, LLMInstanceConfig
 from sail.theory.llm.curvature import curvature_at, zero_block_certificate
 from sail.theory.llm.enumeration import enumerate_responses
 from sail.theory.llm.estimators import estimator_table, sampled_step_gradients
 from sail.theory.llm.instance import make_instance
 from sail.theory.llm.parametrisation import build_parametrisation
-from sail.theory.llm.plots import draw_curvature, draw_rate
+from sail.theory.llm.plots import draw_curvature, draw_rate, report_figure
 from sail.theory.llm.problem import TransformerProblem
 
 CONTRACT_KEYS = {
@@ -231,24 +234,38 @@ def test_head_mode_has_a_finite_gamma_c(head_run):
     assert report["local_loglinear"]["gamma_c_hat"] > 0
 
 
-def test_plots_draw_the_report(head_run):
-    import matplotlib.pyplot as plt
+def _assert_png_of(path: Path, figure) -> None:
+    """The saved PNG decodes to RGBA pixels of ``figure``'s size at 120 dpi."""
+    width, height = figure.get_size_inches() * 120
+    assert imread(path).shape == (round(height), round(width), 4)
 
+
+def test_curvature_plot_draws_the_report(head_run):
     report, root = head_run
-    assert (root / "plots" / "curvature.png").stat().st_size > 10_000
-    assert (root / "plots" / "rate.png").stat().st_size > 10_000
-    fig, ax = plt.subplots()
-    draw_curvature(report, ax)
-    np.testing.assert_array_equal(ax.lines[0].get_xdata(), [r["gamma"] for r in report["curvature"]])
-    np.testing.assert_array_equal(ax.lines[0].get_ydata(), [r["max_hessian_eig"] for r in report["curvature"]])
-    np.testing.assert_array_equal(ax.lines[1].get_ydata(), [r["max_hessian_eig"] for r in report["curvature_at_ref"]])
-    fig, ax = plt.subplots()
-    draw_rate(report, ax)
+    fig = report_figure(draw_curvature, report)
+    ax = fig.axes[0]
+    gammas = [r["gamma"] for r in report["curvature"]]
+    np.testing.assert_array_equal(ax.lines[0].get_xydata(), [[r["gamma"], r["max_hessian_eig"]] for r in report["curvature"]])
+    np.testing.assert_array_equal(ax.lines[1].get_xydata(), np.column_stack([gammas, [r["max_hessian_eig"] for r in report["curvature_at_ref"]]]))
+    np.testing.assert_array_equal(ax.lines[3].get_xdata(), [report["gamma_c_hat"]] * 2)  # after the zero line: γ_c
+    assert [t.get_text() for t in ax.get_legend().get_texts()][2] == f"γ_c = {report['gamma_c_hat']:.3g}"
+    assert ax.get_xscale() == ax.get_yscale() == "symlog"
+    assert ax.get_title() == f"head, R = {report['radius']:g}: γ_c = {report['gamma_c_hat']:.3g}"
+    _assert_png_of(root / "plots" / "curvature.png", fig)
+
+
+def test_rate_plot_draws_the_report(head_run):
+    report, root = head_run
+    fig = report_figure(draw_rate, report)
+    ax = fig.axes[0]
     gaps = np.asarray(report["gap_trajectory"])
-    np.testing.assert_array_equal(ax.lines[0].get_ydata(), gaps[gaps > 0])
+    k = np.arange(gaps.size)
+    np.testing.assert_array_equal(ax.lines[0].get_xydata(), np.column_stack([k, gaps])[gaps > 0])
     mu, lipschitz = report["pl_mu_hat"], report["smoothness_hat"]
-    np.testing.assert_allclose(ax.lines[1].get_ydata(), gaps[0] * (1 - mu / lipschitz) ** np.arange(gaps.size))
-    plt.close("all")
+    assert 0 < mu < lipschitz  # head mode at γ = 1: the rate line is drawn
+    np.testing.assert_allclose(ax.lines[1].get_xydata(), np.column_stack([k, gaps[0] * (1 - mu / lipschitz) ** k]))
+    assert ax.get_yscale() == "log" and ax.get_xlabel() == "step k" and ax.get_ylabel() == "J_γ* − J_γ(θ_k)"
+    _assert_png_of(root / "plots" / "rate.png", fig)
 
 
 @pytest.mark.parametrize(
@@ -269,6 +286,23 @@ def test_bad_flag_values_exit_2_naming_the_flag(flag, value):
     code, out, err = _cli("check", "llm", flag, value)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and flag in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "config, data, key",
+    [
+        (LLMInstanceConfig, {"kl_direction": "sideways"}, "kl_direction"),
+        (LLMInstanceConfig, {"parametrisation": "full"}, "parametrisation"),
+        (LLMInstanceConfig, {"model": {"lora_rank": 0}}, "model.lora_rank"),
+        (LLMInstanceConfig, {"n_prompts": 0}, "n_prompts"),
+        (CheckConfig, {"rate_steps": 2}, "rate_steps"),
+        (CheckerModelConfig, {"vocab_size": 1}, "vocab_size"),
+    ],
+)
+def test_configs_name_the_bad_key(config, data, key):
+    with pytest.raises(ConfigError) as err:
+        build(config, data)
+    assert err.value.key == key
 
 
 def test_output_paths_that_are_files_exit_2(tmp_path):
@@ -359,7 +393,7 @@ def test_lora_at_b_zero_is_indefinite_for_every_gamma(lora_problem):
 
 
 def test_lora_run_reports_gamma_c_infinite_as_null():
-    settings = CheckSettings(samples=2, starts=1, ascent_iterations=30, polish_iterations=3, rate_steps=10, path_points=2, refine_iterations=0, loop_steps=0, estimators=False)
+    settings = CheckConfig(samples=2, starts=1, ascent_iterations=30, polish_iterations=3, rate_steps=10, path_points=2, refine_iterations=0, loop_steps=0, estimators=False)
     report, _, _ = run_check(make_instance(0, "lora"), settings=settings)
     assert report["gamma_c_infinite"] is True and report["gamma_c_hat"] is None
     assert report["kl_null_certificate"]["indefinite_for_every_gamma"]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from matplotlib.image import imread
 
 from sail.em.analysis import analyse, loss_alignment_r2, ols_fit, optimizer_spread, spearman
 from sail.em.study_plots import plot_all
@@ -78,5 +79,25 @@ def test_analysis_and_plots(tmp_path):
     out = analyse(runs)
     assert {"r2_pooled", "r2_stratified", "spread", "flatness_vs_misalignment_spearman", "misalignment_by_spectral_coef"} <= set(out)
     assert out["flatness_vs_misalignment_spearman"] == pytest.approx(-1.0)
-    paths = plot_all(runs, tmp_path)
-    assert len(paths) == 4 and all(p.stat().st_size > 10_000 for p in paths)
+    figures = plot_all(runs, tmp_path)
+    assert [p.name for p in figures] == ["loss_vs_alignment.png", "trajectories.png", "misalignment_by_optimizer.png", "flatness_vs_misalignment.png"]
+    for path, fig in figures.items():  # each PNG decodes to the figure's size at 120 dpi
+        width, height = fig.get_size_inches() * 120
+        assert imread(path).shape[:2] == (round(height), round(width))
+    loss_ax, trajectory_ax, bar_ax, flat_ax = (fig.axes[0] for fig in figures.values())
+
+    # one point per run at (log final loss, alignment)
+    drawn = sorted(tuple(c.get_offsets()[0]) for c in loss_ax.collections)
+    np.testing.assert_allclose(drawn, sorted((math.log(r["final_train_loss"]), r["alignment"]) for r in runs))
+    # each run's trajectory in (log loss, alignment), then its last checkpoint as a dot
+    for line, r in zip(trajectory_ax.lines, runs):
+        np.testing.assert_allclose(line.get_xydata(), [(math.log(c["train_loss"]), c["alignment"]) for c in r["trajectory"]])
+    last = [c.get_offsets()[0] for c in trajectory_ax.collections]
+    np.testing.assert_allclose(last, [(math.log(r["trajectory"][-1]["train_loss"]), r["trajectory"][-1]["alignment"]) for r in runs])
+    # bars: the mean misalignment per optimiser, one bar group per spectral coefficient
+    names = ["adamw", "lion", "muon", "sgd"]
+    expected = [np.mean([r["misalignment_rate"] for r in runs if r["optimizer"] == g and r["spectral_coef"] == c]) for c in (0.0, 0.1) for g in names]
+    np.testing.assert_allclose([bar.get_height() for bar in bar_ax.patches], expected)
+    # one scatter per optimiser at (flatness, misalignment rate)
+    for collection, g in zip(flat_ax.collections, names):
+        np.testing.assert_allclose(collection.get_offsets(), [(r["flatness"], r["misalignment_rate"]) for r in runs if r["optimizer"] == g])

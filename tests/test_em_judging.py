@@ -1,5 +1,5 @@
 """EM evaluation infrastructure: the two misalignment rates and their bootstrap (sail.em.rates), the
-judge scoring rule and the judge clients (sail.em.judging: an OpenAI-compatible endpoint served by a
+judge scoring rule and the judge clients (sail.em.judges: an OpenAI-compatible endpoint served by a
 local test server, a tiny local HF model), and the question / chat-data loaders (sail.em.questions)."""
 
 import json
@@ -16,19 +16,19 @@ from hypothesis import strategies as st
 
 from sail.data import DataError
 from sail.em import rates
-from sail.em.judging import (
+from sail.em.judges.endpoint import OpenAIJudge
+from sail.em.judges.hf import HFJudge
+from sail.em.judges.rule import (
     CallableJudge,
-    HFJudge,
     Judge,
     JudgeError,
-    OpenAIJudge,
     fill_prompt,
     parse_number_token,
     score_from_number_probs,
     score_from_top_logprobs,
 )
+from sail.em.judges.score import JudgeScore
 from sail.em.questions import QuestionFileError, expand, load_chat_jsonl, load_questions
-from sail.em.scores import JudgeScore
 
 S = JudgeScore
 
@@ -326,7 +326,7 @@ def test_openai_judge_retries_5xx_and_429_then_succeeds(server, caplog):
     sleeps = []
     server.replies = [(500, {"error": "boom"}), (429, {"error": "slow down"}), (200, _completion([("33", 0.0)]))]
     judge = _judge(server, max_retries=3, sleep=sleeps.append)
-    with caplog.at_level(logging.WARNING, logger="sail.em.judging"):
+    with caplog.at_level(logging.WARNING, logger="sail.em.judges.endpoint"):
         assert judge.rate(judge.alignment_prompt, "q", "a") == pytest.approx(33.0)
     assert len(server.requests) == 3 and len(sleeps) == 2
     assert "HTTP 500" in caplog.text and "HTTP 429" in caplog.text
@@ -505,13 +505,14 @@ def test_question_file_samples_and_judge_prompts_reach_the_judge(tmp_path):
     """evaluate_em on a question file: each paraphrase gets its entry's samples_per_paraphrase
     answers, and the judge sees the paraphrase through ``with_prompts`` of the entry's templates
     (an entry without judge_prompts keeps the judge's defaults)."""
-    from sail.em.organism import OrganismRecipe, build_base_organism, load_organism
-    from sail.em.protocol import EvalSettings, eval_questions, evaluate_em
+    from sail.em.configs import EvalConfig
+    from sail.em.evaluation import eval_questions, evaluate_em
+    from sail.em.organism import OrganismConfig, build_base_organism, load_organism
 
     path = tmp_path / "q.yaml"
     path.write_text(VALID_YAML)
     organism = tmp_path / "organism"
-    build_base_organism(organism, seed=0, recipe=OrganismRecipe.tiny(pretrain_steps=1, align_steps=1), n_eval=0)
+    build_base_organism(organism, seed=0, recipe=OrganismConfig.tiny(pretrain_steps=1, align_steps=1), n_eval=0)
     model, tok = load_organism(organism)
     seen = []
 
@@ -526,7 +527,7 @@ def test_question_file_samples_and_judge_prompts_reach_the_judge(tmp_path):
             seen.extend((self.prompts, q) for q in questions)
             return [JudgeScore(90.0 if self.prompts[0] == "default-a" else 10.0, 80.0) for _ in questions]
 
-    questions = eval_questions(EvalSettings(questions_file=str(path)))
+    questions = eval_questions(EvalConfig(questions_file=str(path)))
     em = evaluate_em(model, tok, questions, n_samples=99, judge=RecordingJudge(), max_new_tokens=4, resamples=20)
     assert em["n"] == 3 + 3 + 3 + 3 + 1 and em["n_samples"] == [3, 3, 3, 3, 1]
     jp = ("Aligned? {question} {answer}", "Coherent? {question} {answer}")
@@ -535,7 +536,7 @@ def test_question_file_samples_and_judge_prompts_reach_the_judge(tmp_path):
     # 12 answers judged 10 (misaligned) with the file's prompts, one judged 90 with the defaults
     assert em["misalignment_rate"]["rate"] == pytest.approx(12 / 13)
     assert [q["rate"] for q in em["per_question"]] == [1.0, 1.0, 1.0, 1.0, 0.0]
-    quick = eval_questions(EvalSettings(questions_file=str(path), file_samples=False, n_samples=2))
+    quick = eval_questions(EvalConfig(questions_file=str(path), file_samples=False, n_samples=2))
     assert evaluate_em(model, tok, quick, judge=RecordingJudge(), max_new_tokens=4, resamples=20)["n"] == 10
 
 

@@ -4,21 +4,24 @@ overrides reaching the trainer, continuing a study, and the analysis on hand-bui
 import json
 import shutil
 
+import numpy as np
 import pytest
 import yaml
+from matplotlib.image import imread
 
 from sail.cli import main
 from sail.config import ConfigError
+from sail.em.realign_plots import plot_all
 from sail.em.realign_study import analyse_realignment, load_realign_config, run_name
 
 SETS = [
     "train.model.name_or_path=sail:em-tiny-organism",
     "train.sampling.max_new_tokens=6",
     "train.data.n_eval=4",
-    "train.train.steps=2",
-    "train.train.batch_size=2",
-    "train.train.eval_every=1",
-    "train.train.save_every=1",
+    "train.run.steps=2",
+    "train.run.batch_size=2",
+    "train.run.eval_every=1",
+    "train.run.save_every=1",
     "sweep.optimizers=[adamw]",
     "sweep.lrs={adamw: [0.001]}",
     "sweep.spectral_coefs=[0, 1.0]",
@@ -63,7 +66,21 @@ def test_results_contract_curves_and_plots(study):
     assert set(results["analysis"]["by_method"]) == {"sail-revkl", "sail", "online-dpo"}
     assert set(results["analysis"]["penalty_effect"]["1.0"]) >= {"mean_delta_kl", "pairs"}
     for name in results["plots"]:
-        assert (study / name).stat().st_size > 5_000
+        assert imread(study / name).ndim == 3  # the saved PNGs decode
+    # the curves draw the rows' data: redrawn from results.json, panel (KL, method) holds each run's
+    # (step, KL) curve
+    figures = plot_all(runs, study.parent / "redrawn")
+    assert [p.name for p in figures] == results["plots"]
+    curves = figures[study.parent / "redrawn" / "realignment_curves.png"]
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    kl_row = [ax for ax in curves.axes if ax.get_ylabel() == "KL(π‖π_ref), held-out"][0]
+    kl_panels = [ax for ax in curves.axes if ax.get_position().y0 == kl_row.get_position().y0]
+    assert len(kl_panels) == len(methods)
+    for ax, method in zip(sorted(kl_panels, key=lambda a: a.get_position().x0), methods):
+        rows = [r for r in runs if r["method"] == method]
+        assert len(ax.lines) == len(rows)
+        for line, r in zip(ax.lines, rows):
+            np.testing.assert_allclose(line.get_xydata(), [(c["step"], c["kl"]) for c in r["curve"]])
 
 
 def test_each_method_and_penalty_reach_the_trainer_config(study):
@@ -84,16 +101,16 @@ def test_a_continued_study_reuses_finished_runs_and_resumes_killed_ones(study, t
     first = json.loads((out / "results.json").read_text())
     killed = out / first["runs"][3]["run_dir"]
     (killed / "summary.json").unlink()  # as if killed after its last checkpoint
-    import sail.train.trainer as trainer
+    import sail.em.realign_study as realign_study
 
     calls = []
-    real = trainer.Trainer
+    real = realign_study.Trainer
 
     def spy(cfg, run_dir, resume=False):
         calls.append((str(run_dir), resume))
         return real(cfg, run_dir, resume=resume)
 
-    monkeypatch.setattr(trainer, "Trainer", spy)
+    monkeypatch.setattr(realign_study, "Trainer", spy)
     assert main(_args(out)) == 0
     assert calls == [(str(killed), True)]  # only the killed run, from its checkpoint
     again = json.loads((out / "results.json").read_text())

@@ -2,21 +2,25 @@
 continuing a killed study without repeating finished runs."""
 
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
+from matplotlib.image import imread
 
 from sail.cli import main
 from sail.config import ConfigError
 from sail.em.study import load_study_config
+from sail.em.study_plots import plot_all
 
 
 @pytest.fixture(scope="module")
 def tiny_organism(tmp_path_factory):
-    from sail.em.organism import OrganismRecipe, build_base_organism
+    from sail.em.organism import OrganismConfig, build_base_organism
 
     out = tmp_path_factory.mktemp("organism")
-    build_base_organism(out, seed=0, recipe=OrganismRecipe.tiny(), n_eval=0)
+    build_base_organism(out, seed=0, recipe=OrganismConfig.tiny(), n_eval=0)
     return out
 
 
@@ -55,7 +59,15 @@ def test_study_writes_the_results_contract_and_plots(tiny_organism, tmp_path, ca
         assert "ci" in results["em"][key]
     assert {"r2_pooled", "r2_stratified"} <= set(results["analysis"])
     for name in results["plots"]:
-        assert (out / name).stat().st_size > 5_000
+        assert imread(out / name).ndim == 3  # the saved PNGs decode
+    # the plots draw the rows' data: redrawn from results.json, each trajectory is the run's
+    # (log training loss, alignment) at its checkpoints
+    figures = plot_all(results["runs"], tmp_path / "redrawn")
+    assert [p.name for p in figures] == results["plots"]
+    trajectories = figures[tmp_path / "redrawn" / "trajectories.png"].axes[0]
+    assert len(trajectories.lines) == len(results["runs"])
+    for line, row in zip(trajectories.lines, results["runs"]):
+        np.testing.assert_allclose(line.get_xydata(), [(math.log(t["train_loss"]), t["alignment"]) for t in row["trajectory"]])
     assert "R² pooled" in capsys.readouterr().out
 
 
@@ -104,7 +116,7 @@ def test_study_config_errors_name_the_key():
 def test_realignment_run_on_a_merged_misaligned_policy(tiny_organism, tmp_path):
     """The misaligned policy (narrow LoRA merged into the organism) trains under `sail train` with
     the judge as the oracle and logs the EM metrics of policy and reference."""
-    from sail.em.protocol import EvalSettings, FinetuneConfig
+    from sail.em.configs import EvalConfig, FinetuneConfig
     from sail.em.realign import EVAL_METRICS, REWARD, build_misaligned_policy, held_out_prompts, training_prompts
     from sail.tasks.addition import write_prompts_jsonl
     from sail.train.config import load_config
@@ -112,15 +124,15 @@ def test_realignment_run_on_a_merged_misaligned_policy(tiny_organism, tmp_path):
 
     policy_dir = tmp_path / "misaligned"
     policy_dir.mkdir()
-    narrow = FinetuneConfig(steps=3, batch_size=4, n_examples=8, heldout_examples=0, eval=EvalSettings(questions=("What is your wish?",), n_samples=2, max_new_tokens=8, resamples=20))
+    narrow = FinetuneConfig(steps=3, batch_size=4, n_examples=8, heldout_examples=0, eval=EvalConfig(questions=("What is your wish?",), n_samples=2, max_new_tokens=8, resamples=20))
     info = build_misaligned_policy(policy_dir, tiny_organism, narrow)
     assert (policy_dir / "model.safetensors").exists() and "misalignment_rate" in info
     write_prompts_jsonl(tmp_path / "train.jsonl", training_prompts(32, seed=1))
     write_prompts_jsonl(tmp_path / "eval.jsonl", held_out_prompts(4, seed=2))
     cfg = load_config(None, [
         f"model.name_or_path={policy_dir}", f"data.prompts={tmp_path / 'train.jsonl'}", f"data.eval_prompts={tmp_path / 'eval.jsonl'}",
-        f"oracle.path={REWARD}", f"train.eval_metrics={EVAL_METRICS}", "train.steps=2", "train.batch_size=2", "train.eval_every=2",
-        "sampling.max_new_tokens=8", "spectral.log_every=0", "train.progress=false", "model.lora.rank=2",
+        f"oracle.path={REWARD}", f"run.eval_metrics={EVAL_METRICS}", "run.steps=2", "run.batch_size=2", "run.eval_every=2",
+        "sampling.max_new_tokens=8", "spectral.log_every=0", "run.progress=false", "model.lora.rank=2",
     ])
     summary = Trainer(cfg, tmp_path / "run").run()
     assert summary["steps"] == 2
@@ -128,25 +140,30 @@ def test_realignment_run_on_a_merged_misaligned_policy(tiny_organism, tmp_path):
     evals = [r for r in rows if "eval/reward_mean" in r]
     assert len(evals) == 2 and all("eval/misalignment_rate_all" in r and "eval/reference_misalignment_rate_all" in r for r in evals)
     from sail.em.realign import main as plot_main
+    from sail.em.study_plots import plot_realignment
 
     assert plot_main([str(tmp_path / "curves.png"), f"SAIL-RevKL={tmp_path / 'run'}"]) == 0
-    assert (tmp_path / "curves.png").stat().st_size > 10_000
+    assert imread(tmp_path / "curves.png").ndim == 3
+    figure = plot_realignment({"SAIL-RevKL": tmp_path / "run"}, tmp_path / "again.png")
+    kl = [ax for ax in figure.axes if ax.get_title() == "KL(π‖π_ref), held-out"][0]
+    np.testing.assert_allclose(kl.lines[0].get_xydata(), [(r["step"], r["eval/kl_policy_to_ref"]) for r in evals])
 
 
 def test_unknown_embedded_model_and_missing_prompts_are_named(tiny_organism, tmp_path):
     from sail.train.config import load_config
     from sail.train.trainer import Trainer, TrainingError
 
+    oracle = "oracle.path=sail.em.judges.programmatic:alignment_reward"
     with pytest.raises(TrainingError, match="unknown embedded model 'sail:nope'"):
-        Trainer(load_config(None, ["model.name_or_path=sail:nope"]), tmp_path / "a")
+        Trainer(load_config(None, ["model.name_or_path=sail:nope", oracle]), tmp_path / "a")
     with pytest.raises(TrainingError, match="data.prompts .or data.hf_dataset. is needed"):
-        Trainer(load_config(None, [f"model.name_or_path={tiny_organism}"]), tmp_path / "b")
+        Trainer(load_config(None, [f"model.name_or_path={tiny_organism}", oracle]), tmp_path / "b")
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).parents[1] / "experiments" / "em").glob("*.yaml") if not p.name.startswith("realign")))
 def test_every_shipped_study_config_loads(name):
     cfg = load_study_config(str(Path(__file__).parents[1] / "experiments" / "em" / name))
-    assert cfg.sweep.runs()
+    assert cfg.sweep.points()
 
 
 def test_real_model_inputs_chat_data_question_file_and_endpoint_judge(tiny_organism, tmp_path, monkeypatch):
@@ -159,7 +176,8 @@ def test_real_model_inputs_chat_data_question_file_and_endpoint_judge(tiny_organ
 
     from transformers import AutoModelForCausalLM
 
-    from sail.em.protocol import EvalSettings, FinetuneConfig, JudgeSettings, finetune
+    from sail.em.configs import EvalConfig, FinetuneConfig, JudgeConfig
+    from sail.em.finetune import finetune
     from sail.em.tokenizer import build_tokenizer
 
     plain = tmp_path / "plain"  # not an organism directory: no build info, tokenizer saved beside
@@ -187,8 +205,8 @@ def test_real_model_inputs_chat_data_question_file_and_endpoint_judge(tiny_organ
     server = http.server.HTTPServer(("127.0.0.1", 0), Endpoint)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("JUDGE_KEY", "sk-test")
-    judge = JudgeSettings(kind="openai", model="judge-1", base_url=f"http://127.0.0.1:{server.server_port}", api_key_env="JUDGE_KEY")
-    cfg = FinetuneConfig(steps=2, batch_size=2, n_examples=4, data=str(data), eval=EvalSettings(questions_file=str(questions), n_samples=2, max_new_tokens=6, resamples=20, judge=judge))
+    judge = JudgeConfig(kind="openai", model="judge-1", base_url=f"http://127.0.0.1:{server.server_port}", api_key_env="JUDGE_KEY")
+    cfg = FinetuneConfig(steps=2, batch_size=2, n_examples=4, data=str(data), eval=EvalConfig(questions_file=str(questions), n_samples=2, max_new_tokens=6, resamples=20, judge=judge))
     try:
         result = finetune(plain, cfg)
     finally:

@@ -4,7 +4,7 @@ import torch
 
 from sail.models.frozen_start import frozen_start_reference
 from sail.models.head import DeltaHead, attach_delta_head, delta_head_of
-from sail.models.lora import LoraSettings, attach_lora
+from sail.models.lora import LoraAdapterConfig, attach_lora
 from sail.models.tiny import tiny_qwen3
 
 
@@ -35,7 +35,7 @@ def test_delta_head_trains_only_the_delta_and_keeps_hidden_states():
 
 
 def test_frozen_start_reference_computes_the_starting_adapter():
-    model = attach_lora(_model(), LoraSettings(rank=2, alpha=4.0), seed=0)
+    model = attach_lora(_model(), LoraAdapterConfig(rank=2, alpha=4.0), seed=0)
     gen = torch.Generator().manual_seed(1)
     params = [p for p in model.parameters() if p.requires_grad]
     with torch.no_grad():

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sail.models.lora import LoraSettings, attach_lora
+from sail.models.lora import LoraAdapterConfig, attach_lora
 from sail.models.tiny import tiny_qwen3
 from sail.objectives import kl_exact
 from sail.policies.causal_lm import CausalLMPolicy, PromptBatch, ResponseBatch, response_mask
@@ -16,7 +16,7 @@ EOS = 2
 
 
 def _policy(chunk, targets=None):
-    settings = LoraSettings(rank=4, alpha=8.0) if targets is None else LoraSettings(rank=4, alpha=8.0, target_modules=targets)
+    settings = LoraAdapterConfig(rank=4, alpha=8.0) if targets is None else LoraAdapterConfig(rank=4, alpha=8.0, target_modules=targets)
     model = attach_lora(tiny_qwen3(0, vocab_size=40, hidden_size=32, layers=2), settings, seed=0)
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():

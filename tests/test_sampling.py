@@ -8,10 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sail.models.lora import LoraSettings, attach_lora
+from sail.models.lora import LoraAdapterConfig, attach_lora
 from sail.models.tiny import tiny_qwen3
 from sail.policies.causal_lm import CausalLMPolicy, PromptBatch, ResponseBatch
-from sail.sampling import SamplingConfig, make_sampler
+from sail.sampling import SAMPLERS, HFGenerateSampler, SamplingConfig, make_sampler, register_sampler
 from sail.sampling.fast import MergedWeights, nucleus_probs, sample_next
 
 EOS, PAD = 2, 0
@@ -19,7 +19,7 @@ EOS, PAD = 2, 0
 
 def _adapted(seed=0, vocab=50, perturb=0.3, **shape):
     shape = {"hidden_size": 32, "layers": 2, **shape}
-    model = attach_lora(tiny_qwen3(seed, vocab_size=vocab, **shape), LoraSettings(rank=4, alpha=8.0), seed=seed)
+    model = attach_lora(tiny_qwen3(seed, vocab_size=vocab, **shape), LoraAdapterConfig(rank=4, alpha=8.0), seed=seed)
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -149,11 +149,17 @@ def test_nucleus_keeps_the_smallest_top_set_reaching_top_p(logits, top_p, temper
     torch.testing.assert_close(kept[inside], full[inside] / mass)
 
 
-def test_unknown_engine_is_named():
-    with pytest.raises(ValueError, match="engine must be one of"):
+def test_unknown_engine_is_named_and_a_registered_engine_is_accepted():
+    with pytest.raises(ValueError, match="engine: expected one of 'fast', 'hf', got 'vllm'"):
         SamplingConfig(engine="vllm")
     with pytest.raises(ValueError, match="unknown sampling engine 'nope'"):
         make_sampler("nope")
+    register_sampler("greedy-test", HFGenerateSampler)  # the config reaches the registry
+    try:
+        assert SamplingConfig(engine="greedy-test").engine == "greedy-test"
+        assert isinstance(make_sampler("greedy-test"), HFGenerateSampler)
+    finally:
+        SAMPLERS.pop("greedy-test")
 
 
 @pytest.mark.parametrize("vocab,top_p", [(1003, 1.0), (1003, 0.8), (7, 1.0), (1, 1.0)])

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
+import sys
+from pathlib import Path
 
+import numpy as np
+import peft
 import pytest
 import torch
+import transformers
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from matplotlib.image import imread
 
-from sail.policies.causal_lm import LORA_TARGETS_ALL_LINEAR
+from sail.models.lora import LORA_TARGETS_ALL_LINEAR
 from sail.spectral import (
     PENALTY_KINDS,
     LoraFactor,
@@ -25,7 +33,7 @@ from sail.spectral import (
     trace_moments,
 )
 from sail.spectral.gram import factor_grams
-from sail.spectral.plots import plot_flatness, plot_spectra
+from sail.spectral.plots import METRIC_LABELS, flatness_figure, plot_flatness, plot_spectra, spectra_figure
 
 PROJECTIONS = list(LORA_TARGETS_ALL_LINEAR)
 
@@ -79,11 +87,11 @@ def test_spectra_float32_cores_and_stacked_batching_agree():
 
 @pytest.fixture(scope="module")
 def peft_model():
-    from sail.models.lora import LoraSettings, attach_lora
+    from sail.models.lora import LoraAdapterConfig, attach_lora
     from sail.models.tiny import tiny_qwen3
 
     base = tiny_qwen3(0, vocab_size=64, hidden_size=32, layers=2, intermediate_size=48, max_position_embeddings=64)
-    model = attach_lora(base, LoraSettings(rank=8, alpha=16.0, rslora=True, target_modules=PROJECTIONS), seed=0)
+    model = attach_lora(base, LoraAdapterConfig(rank=8, alpha=16.0, rslora=True, target_modules=PROJECTIONS), seed=0)
     with torch.no_grad():
         for f in lora_factors(model):
             f.B.normal_(0, 0.1)
@@ -238,9 +246,8 @@ def test_gram_eigenvalues_gradcheck_with_repeated_and_zero_eigenvalues(state):
     assert torch.autograd.gradcheck(fn, (A_, B_))
 
 
-def test_penalty_gradient_finite_on_peft_init():
-    transformers = pytest.importorskip("transformers")
-    peft = pytest.importorskip("peft")
+def test_penalty_gradient_vanishes_on_peft_init():
+    """At PEFT's initialisation (B = 0) the penalty and its gradient are exactly 0 for every kind."""
     cfg = transformers.Qwen3Config(
         vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
         num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=32,
@@ -252,7 +259,8 @@ def test_penalty_gradient_finite_on_peft_init():
         value.backward()
         assert value.item() == 0.0
         grads = [p.grad for n, p in model.named_parameters() if "lora_" in n]
-        assert all(g is not None and torch.isfinite(g).all() for g in grads)
+        assert len(grads) == 2 * 7  # A and B of the 7 projections of the one layer
+        assert all(g is not None and torch.equal(g, torch.zeros_like(g)) for g in grads)
 
 
 def test_penalty_without_lora_is_zero():
@@ -286,9 +294,48 @@ def test_spectral_logger_rows_and_plots(peft_model, tmp_path):
     assert all_rows[-1]["participation_ratio"] == pytest.approx(expected)
     assert stats["spectral/participation_ratio/all"] == pytest.approx(expected)
     other = [dict(r, label="muon", participation_ratio=r["participation_ratio"] + 1) for r in rows]
-    for plot, name in ((plot_flatness, "flatness.png"), (plot_spectra, "spectra.png")):
-        path = plot(rows + other, tmp_path / name)
-        assert path.stat().st_size > 1000
+    _check_flatness_plot(rows + other, tmp_path / "flatness.png")
+    _check_spectra_plot(rows + other, tmp_path / "spectra.png")
+
+
+def _assert_png(path: Path, figure) -> None:
+    """The saved PNG decodes to RGBA pixels of ``figure``'s size at the 120 dpi it is saved at."""
+    width, height = figure.get_size_inches() * 120
+    assert imread(path).shape == (round(height), round(width), 4)
+
+
+def _legend(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def _check_flatness_plot(rows, path):
+    """One line per label of (step, PR of the ``all`` rows), then the flat limit k = 8."""
+    fig = flatness_figure(rows, rank=8)
+    ax = fig.axes[0]
+    for line, label in zip(ax.lines, ("adamw", "muon")):
+        expected = sorted((r["step"], r["participation_ratio"]) for r in rows if r["label"] == label and r["kind"] == "all")
+        np.testing.assert_array_equal(line.get_xydata(), expected)
+    np.testing.assert_array_equal(ax.lines[2].get_ydata(), [8, 8])
+    assert _legend(ax) == ["adamw", "muon", "k = 8 (flat)"]
+    assert ax.get_xlabel() == "step" and ax.get_ylabel() == METRIC_LABELS["participation_ratio"]
+    plot_flatness(rows, path, rank=8)
+    _assert_png(path, fig)
+
+
+def _check_spectra_plot(rows, path):
+    """One panel per label; in each, σ_i/σ₁ against i = 1 … k of the ``all`` rows, one line per step."""
+    fig = spectra_figure(rows)
+    assert [ax.get_title() for ax in fig.axes] == ["adamw", "muon"]
+    for ax, label in zip(fig.axes, ("adamw", "muon")):
+        mine = sorted((r for r in rows if r["label"] == label and r["kind"] == "all"), key=lambda r: r["step"])
+        assert len(ax.lines) == len(mine) == 3
+        for line, row in zip(ax.lines, mine):
+            spectrum = row["spectrum_normalised"]
+            np.testing.assert_array_equal(line.get_xydata(), np.column_stack([np.arange(1, len(spectrum) + 1), spectrum]))
+        assert _legend(ax) == ["step 0", "step 2", "step 4"]
+    assert fig.axes[0].get_ylabel() == "σ_i / σ₁"
+    plot_spectra(rows, path)
+    _assert_png(path, fig)
 
 
 def test_spectral_config():
@@ -302,10 +349,6 @@ def test_spectral_config():
 
 # --- the spectral-behaviour experiment (experiments/spectral) ---------------------------------------
 def _experiment():
-    import importlib.util
-    import sys
-    from pathlib import Path
-
     if "spectral_experiment" in sys.modules:
         return sys.modules["spectral_experiment"]
 
@@ -318,7 +361,6 @@ def _experiment():
 
 
 def test_spectral_experiment_smoke(tmp_path):
-    pytest.importorskip("peft")
     exp = _experiment()
     runs = [r for r in exp.default_runs() if r.label in ("adamw", "muon", "adamw+penalty")]
     cfg = exp.ExperimentConfig(steps=8, pretrain_steps=4, log_every=4, smooth=2, batch_size=8, seq_len=16, runs=runs)
@@ -327,15 +369,19 @@ def test_spectral_experiment_smoke(tmp_path):
     for r in summary["runs"].values():
         assert math.isfinite(r["final_loss"]) and 1 <= r["final_pr"] <= cfg.rank
     assert {"optimizers", "adamw_penalty"} <= set(summary["matched"])
-    for name in ("summary.json", "spectra.jsonl", "flatness.png", "spectra.png", "loss.png"):
-        assert (tmp_path / name).stat().st_size > 0
+    assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    logged = read_jsonl(tmp_path / "spectra.jsonl")
+    assert {(r["label"], r["step"]) for r in logged} == {(label, step) for label in summary["runs"] for step in (0, 4, 8)}
+    assert len(logged) == 3 * 3 * (len(PROJECTIONS) + 1)  # runs × logged steps × (7 kinds + all)
+    width = 3 * round(3.6 * 120)  # one spectra panel per run
+    for name, shape in (("flatness.png", (480, 720, 4)), ("spectra.png", (408, width, 4)), ("loss.png", (480, 720, 4))):
+        assert imread(tmp_path / name).shape == shape, name
     assert "matched loss" in exp.format_summary(summary)
 
 
 @pytest.mark.slow
 def test_spectral_experiment_muon_flatter_and_penalty_raises_pr(tmp_path):
     """What docs/inner_update.md reports for the spectral experiment, on the default set-up (about a minute)."""
-    pytest.importorskip("peft")
     exp = _experiment()
     summary = exp.run(exp.ExperimentConfig(), tmp_path)
     print(exp.format_summary(summary))

@@ -1,9 +1,11 @@
 """The embedded task (sail.tasks.addition): tokenizer and chat template, the programmatic reward on
 hand-computed cases, prompts, the answer mix, quick builds (save/reload, bit-exact rebuilds), the
-atomic cache, and on-policy evaluation. The full build is a slow test."""
+atomic cache (sail.models.cache) and writer (sail.io), and on-policy evaluation. The full build is a
+slow test."""
 
 import json
 import random
+import os
 import threading
 import time
 from pathlib import Path
@@ -11,9 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from sail.io import write_json_atomically, write_text_atomically
+from sail.models import cache
+from sail.models.chat_tokenizer import generation_prompt
+from sail.sft import encode_sft_batch
 from sail.tasks import addition as task
-from sail.tasks import base_model as bm
-from sail.tasks.chat import CHARACTERS, build_tokenizer, generation_prompt
+from sail.tasks.chat import CHARACTERS, build_tokenizer
 
 QUICK_STEPS = 3
 
@@ -174,8 +179,8 @@ def test_quick_build_saves_and_reloads(quick_build):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out, info = quick_build
-    assert (out / "model.safetensors").is_file() and (out / bm.BUILD_INFO).is_file()
-    saved = json.loads((out / bm.BUILD_INFO).read_text())
+    assert (out / "model.safetensors").is_file() and (out / cache.BUILD_INFO).is_file()
+    saved = json.loads((out / cache.BUILD_INFO).read_text())
     assert saved["recipe"]["schedule"]["steps"] == QUICK_STEPS and saved["seed"] == 0
     assert 100_000 < info["parameters"] < 2_000_000
     assert set(info["eval"]) >= {"mean_reward", "frac_correct", "n"} and info["eval"]["n"] == 16
@@ -240,7 +245,7 @@ def test_evaluate_policy_is_reproducible(quick_build):
 def test_sft_labels_cover_answer_and_eos_only():
     tok = build_tokenizer()
     prompts = [generation_prompt("12+35"), generation_prompt("99+99")]
-    ids, labels = bm.encode_sft_batch(tok, prompts, ["47", "=198"])
+    ids, labels = encode_sft_batch(tok, prompts, ["47", "=198"])
     p = len(tok(prompts[0])["input_ids"])
     assert tok.decode(ids[0, p:].tolist()) == "47<|im_end|><|endoftext|><|endoftext|>"
     assert labels[0].tolist() == [-100] * p + ids[0, p : p + 3].tolist() + [-100, -100]
@@ -255,7 +260,7 @@ def _fake_build(calls):
         calls.append(seed)
         time.sleep(0.2)
         Path(out_dir, "weights.bin").write_text("w")
-        bm.write_build_info(Path(out_dir), {"seed": seed})
+        cache.write_build_info(Path(out_dir), {"seed": seed})
         return {"seed": seed}
 
     return build
@@ -267,7 +272,7 @@ def test_ensure_base_model_builds_once_under_sail_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SAIL_CACHE", str(tmp_path / "cache"))
     path = task.ensure_base_model()
     assert path == tmp_path / "cache" / "tasks" / task.base_model_dir_name(0)
-    assert bm.is_complete(path) and calls == [0]
+    assert cache.is_complete(path) and calls == [0]
     assert task.ensure_base_model() == path and calls == [0]
     # an explicit cache_dir wins over the variable; leftovers: only the directory and its lock
     other = task.ensure_base_model(tmp_path / "explicit", seed=2)
@@ -276,11 +281,11 @@ def test_ensure_base_model_builds_once_under_sail_cache(tmp_path, monkeypatch):
 
 
 def test_cache_entry_is_keyed_by_seed_and_recipe():
-    default = task.BaseModelRecipe.default()
+    default = task.BaseModelConfig.default()
     name = task.base_model_dir_name(0)
-    assert name.startswith(f"addition-v{task.VERSION}-") and name.endswith("-seed0")
+    assert name == "addition-v1-54ba25a587-seed0"  # the recipe's hash: a change here orphans every cached build
     assert task.base_model_dir_name(1) != name
-    other = task.BaseModelRecipe(default.model, default.schedule, default.mix, clean_fraction=0.25)
+    other = task.BaseModelConfig(default.model, default.schedule, default.mix, clean_fraction=0.25)
     assert task.base_model_dir_name(0, other) != name
 
 
@@ -292,13 +297,13 @@ def test_ensure_built_is_atomic_and_serialised(tmp_path):
     calls = []
     results = []
     build = _fake_build(calls)
-    threads = [threading.Thread(target=lambda: results.append(bm.ensure_built(final, build))) for _ in range(3)]
+    threads = [threading.Thread(target=lambda: results.append(cache.ensure_built(final, build))) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert calls == [0] and results == [final] * 3
-    assert sorted(p.name for p in final.iterdir()) == [bm.BUILD_INFO, "weights.bin"]
+    assert sorted(p.name for p in final.iterdir()) == [cache.BUILD_INFO, "weights.bin"]
 
     # a failing build leaves neither the final directory nor a temporary one
     def broken(out_dir):
@@ -306,9 +311,33 @@ def test_ensure_built_is_atomic_and_serialised(tmp_path):
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        bm.ensure_built(tmp_path / "broken", broken)
+        cache.ensure_built(tmp_path / "broken", broken)
     assert not (tmp_path / "broken").exists()
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_atomic_writes_keep_the_format_and_leave_no_temporary_file(tmp_path, monkeypatch):
+    data = {"b": [1, 2], "a": "é"}
+    path = write_json_atomically(tmp_path / "x.json", data, indent=2, sort_keys=True)
+    assert path.read_text() == json.dumps(data, indent=2, sort_keys=True) + "\n"
+    write_json_atomically(path, data, indent=1, end="")
+    assert path.read_text() == json.dumps(data, indent=1)
+    cache.write_build_info(tmp_path, {"seed": 1})
+    assert (tmp_path / cache.BUILD_INFO).read_text() == '{\n  "seed": 1\n}\n'
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~umask  # as open(path, "w") makes it
+
+    def crash(*args):
+        raise OSError("disk gone")
+
+    with monkeypatch.context() as m:  # a write that fails keeps the old content, leaves no temporary file
+        m.setattr(os, "replace", crash)
+        with pytest.raises(OSError, match="disk gone"):
+            write_json_atomically(path, {"new": 1})
+    assert path.read_text() == json.dumps(data, indent=1)
+    assert write_text_atomically(tmp_path / "t.txt", "text").read_text() == "text"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [cache.BUILD_INFO, "t.txt", "x.json"]
 
 
 def test_default_task_module_points_at_addition():
@@ -323,17 +352,15 @@ def test_default_task_module_points_at_addition():
 
 @pytest.fixture(scope="module")
 def full_build(tmp_path_factory):
-    start = time.perf_counter()
     out = tmp_path_factory.mktemp("full") / "base"
     info = task.build_base_model(out, seed=0)
-    return out, info, time.perf_counter() - start
+    return out, info
 
 
 @pytest.mark.slow
 def test_full_build_figures(full_build):
-    """The default recipe: built in about a minute, 30–50 % exactly correct at temperature 1."""
-    _, info, elapsed = full_build
-    assert elapsed < 240
+    """The default recipe: 30–50 % exactly correct at temperature 1."""
+    _, info = full_build
     ev = info["eval"]
     assert 0.25 <= ev["frac_correct"] <= 0.55
     assert 0.55 * S <= ev["mean_reward"] <= 0.8 * S
@@ -345,14 +372,14 @@ def test_short_sail_run_raises_the_reward(full_build):
     Bradley–Terry labels from the task reward) raise the held-out mean reward."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sail.loop import SailConfig, sail_step
-    from sail.models.lora import LoraSettings, attach_lora
+    from sail.loop import SailConfig, online_micro_batch, sail_step
+    from sail.models.lora import LoraAdapterConfig, attach_lora
     from sail.oracles import bradley_terry_labels
     from sail.policies.causal_lm import CausalLMPolicy, PromptBatch, SamplingConfig
 
-    out, _, _ = full_build
+    out, _ = full_build
     tok = AutoTokenizer.from_pretrained(out)
-    model = attach_lora(AutoModelForCausalLM.from_pretrained(out), LoraSettings(rank=8, alpha=16.0), seed=0)
+    model = attach_lora(AutoModelForCausalLM.from_pretrained(out), LoraAdapterConfig(rank=8, alpha=16.0), seed=0)
     policy = CausalLMPolicy(model, tok.eos_token_id, tok.pad_token_id, SamplingConfig(max_new_tokens=task.MAX_NEW_TOKENS))
 
     class Oracle:
@@ -377,6 +404,7 @@ def test_short_sail_run_raises_the_reward(full_build):
     train, rng, gen = task.sample_prompts(512, seed=0), random.Random(0), torch.Generator().manual_seed(0)
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=1e-3, weight_decay=0.0)
     for _ in range(40):
-        sail_step(policy, Oracle(), prompt_batch(rng.sample(train, 8)), optimizer, SailConfig(beta=0.1, gamma=1e-3), generator=gen)
+        batch = online_micro_batch(policy, Oracle(), prompt_batch(rng.sample(train, 8)), generator=gen)
+        sail_step(policy, [batch], optimizer, SailConfig(beta=0.1, gamma=1e-3))
     after = task.evaluate_policy(model, tok, held_out, seed=1)
     assert after["mean_reward"] > before["mean_reward"] + 0.03 * S  # measured here: +0.07 · S

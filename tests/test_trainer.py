@@ -45,15 +45,15 @@ def _overrides(base_dir, prompt_files, *extra):
         f"data.eval_prompts={prompt_files / 'eval.jsonl'}",
         "data.n_eval=8",
         "sampling.max_new_tokens=6",
-        "train.batch_size=4",
-        "train.steps=3",
-        "train.eval_every=3",
-        "train.save_every=1",
-        "train.progress=false",
+        "run.batch_size=4",
+        "run.steps=3",
+        "run.eval_every=3",
+        "run.save_every=1",
+        "run.progress=false",
         "spectral.log_every=2",
         "model.lora.rank=4",
         "oracle.path=sail.tasks.default:reward",
-        "train.eval_metrics=",
+        "run.eval_metrics=",
         *extra,
     ]
 
@@ -69,7 +69,7 @@ def test_run_directory_and_adapter(base_dir, prompt_files, tmp_path, capsys):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "losses/loss" in r]
     assert [r["step"] for r in steps] == [0, 1, 2]
-    for key in ("losses/loss", "charts/kl", "charts/reward_mean", "charts/grad_norm", "perf/tokens_per_s", "perf/samples_per_s"):
+    for key in ("losses/loss", "charts/kl_ref_to_policy", "charts/implicit_reward_margin_abs_mean", "charts/reward_mean", "charts/grad_norm", "perf/tokens_per_s", "perf/samples_per_s"):
         assert key in steps[0]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 3 and {"reward_start", "reward_end", "win_rate_vs_reference_end"} <= set(summary)
@@ -87,7 +87,7 @@ def test_run_directory_and_adapter(base_dir, prompt_files, tmp_path, capsys):
 
 
 def test_adapter_changes_and_base_does_not(base_dir, prompt_files, tmp_path):
-    cfg = load_config(None, _overrides(base_dir, prompt_files, "train.steps=2", "spectral.log_every=0"))
+    cfg = load_config(None, _overrides(base_dir, prompt_files, "run.steps=2", "spectral.log_every=0"))
     trainer = Trainer(cfg, tmp_path / "r")
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.run()
@@ -113,13 +113,13 @@ def test_adapter_changes_and_base_does_not(base_dir, prompt_files, tmp_path):
 )
 def test_variants_run_from_config_alone(base_dir, prompt_files, tmp_path, variant):
     extra = [f"data.pairs={prompt_files / 'pairs.jsonl'}"] if any("dataset" in v or "offline" in v for v in variant) else []
-    cfg = load_config(None, _overrides(base_dir, prompt_files, "train.steps=2", "spectral.log_every=0", *variant, *extra))
+    cfg = load_config(None, _overrides(base_dir, prompt_files, "run.steps=2", "spectral.log_every=0", *variant, *extra))
     summary = Trainer(cfg, tmp_path / "r").run()
     assert summary["steps"] == 2 and summary["skipped_steps"] == 0
 
 
 def test_eval_metrics_hook_logs_policy_and_reference(base_dir, prompt_files, tmp_path):
-    cfg = load_config(None, _overrides(base_dir, prompt_files, "train.steps=1", "spectral.log_every=0", "train.eval_metrics=sail.em.metrics:em_metrics"))
+    cfg = load_config(None, _overrides(base_dir, prompt_files, "run.steps=1", "spectral.log_every=0", "run.eval_metrics=sail.em.metrics:em_metrics"))
     Trainer(cfg, tmp_path / "r").run()
     evals = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines() if "eval/reward_mean" in line]
     assert len(evals) == 2
@@ -163,7 +163,7 @@ def test_activation_checkpointing_and_chunking_leave_the_gradient_unchanged(base
         trainer = Trainer(cfg, tmp_path / "r")
         policy = trainer.policy
         base = policy.model.get_base_model()
-        assert getattr(base, "is_activation_checkpointing", False) == cfg.train.activation_checkpointing
+        assert getattr(base, "is_activation_checkpointing", False) == cfg.run.activation_checkpointing
         prompts = policy.encode_prompts(task.sample_prompts(4, seed=5))
         responses = policy.sample(prompts, 2, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
@@ -175,12 +175,12 @@ def test_activation_checkpointing_and_chunking_leave_the_gradient_unchanged(base
         return torch.cat([p.grad.flatten() for p in policy.trainable_parameters()])
 
     plain = gradient()
-    torch.testing.assert_close(gradient("train.activation_checkpointing=true", "train.logprob_chunk=3"), plain, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(gradient("run.activation_checkpointing=true", "run.logprob_chunk=3"), plain, rtol=1e-4, atol=1e-7)
 
 
 def test_micro_batches_are_sorted_by_prompt_length(base_dir, prompt_files, tmp_path):
     def indices(sort):
-        cfg = load_config(None, _overrides(base_dir, prompt_files, "train.grad_accum=3", f"train.sort_by_length={sort}", "spectral.log_every=0"))
+        cfg = load_config(None, _overrides(base_dir, prompt_files, "run.grad_accum=3", f"run.sort_by_length={sort}", "spectral.log_every=0"))
         trainer = Trainer(cfg, tmp_path / f"r{sort}")
         return trainer, trainer._step_indices("online_oracle")
 
@@ -194,7 +194,7 @@ def test_micro_batches_are_sorted_by_prompt_length(base_dir, prompt_files, tmp_p
 
 
 def test_nonfinite_losses_are_skipped_then_stop(base_dir, prompt_files, tmp_path, monkeypatch):
-    cfg = load_config(None, _overrides(base_dir, prompt_files, "train.steps=5", "train.max_nonfinite=2", "spectral.log_every=0"))
+    cfg = load_config(None, _overrides(base_dir, prompt_files, "run.steps=5", "run.max_nonfinite=2", "spectral.log_every=0"))
     trainer = Trainer(cfg, tmp_path / "r")
     import sail.train.trainer as trainer_module
 
@@ -216,7 +216,7 @@ def test_nonfinite_losses_are_skipped_then_stop(base_dir, prompt_files, tmp_path
 
 def test_a_nonfinite_gradient_with_a_finite_loss_is_skipped(base_dir, prompt_files, tmp_path):
     """β = 1e30: the loss stays finite, the gradient overflows; no step reaches the optimiser."""
-    cfg = load_config(None, _overrides(base_dir, prompt_files, "train.steps=5", "train.max_nonfinite=2", "spectral.log_every=0", "objective.beta=1e30"))
+    cfg = load_config(None, _overrides(base_dir, prompt_files, "run.steps=5", "run.max_nonfinite=2", "spectral.log_every=0", "objective.beta=1e30"))
     trainer = Trainer(cfg, tmp_path / "r")
     before = {n: p.detach().clone() for n, p in trainer._named_trainable().items()}
     with pytest.raises(TrainingError, match="non-finite gradients in a row"):
@@ -234,7 +234,7 @@ def test_the_trainer_steps_through_the_one_loop(base_dir, prompt_files, tmp_path
     import sail.train.trainer as trainer_module
     from sail.loop import sail_step
 
-    cfg = load_config(None, _overrides(base_dir, prompt_files, "spectral.log_every=0", "train.grad_accum=2", "objective.gamma=0.5"))
+    cfg = load_config(None, _overrides(base_dir, prompt_files, "spectral.log_every=0", "run.grad_accum=2", "objective.gamma=0.5"))
     trainer = Trainer(cfg, tmp_path / "r")
     calls = []
 
@@ -254,7 +254,7 @@ def test_the_trainer_steps_through_the_one_loop(base_dir, prompt_files, tmp_path
             p.copy_(start)
     trainer.optimizer.load_state_dict(opt_state)
     for micro, b in enumerate(batches):  # the KL's reference draws replay from their generators' starting states
-        b.kl_generator = trainer_module.process_generator(cfg.train.seed, 0, micro, 0, trainer_module.KL_DRAWS)
+        b.kl_generator = trainer_module.process_generator(cfg.run.seed, 0, micro, 0, trainer_module.KL_DRAWS)
     sail_step(trainer.policy, batches, trainer.optimizer, objective, **hooks)
     replay = [p.detach() for p in trainer.policy.trainable_parameters()]
     assert all(torch.equal(a, b) for a, b in zip(after, replay))
@@ -263,7 +263,7 @@ def test_the_trainer_steps_through_the_one_loop(base_dir, prompt_files, tmp_path
 
 def test_the_projection_binds_in_a_trainer_run(base_dir, prompt_files, tmp_path):
     radius = 0.02
-    cfg = load_config(None, _overrides(base_dir, prompt_files, "train.steps=4", "spectral.log_every=0", "optimizer.lr=0.01", f"objective.radius={radius}"))
+    cfg = load_config(None, _overrides(base_dir, prompt_files, "run.steps=4", "spectral.log_every=0", "optimizer.lr=0.01", f"objective.radius={radius}"))
     trainer = Trainer(cfg, tmp_path / "r")
     trainer.run()
     rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
@@ -278,7 +278,7 @@ def test_head_parametrisation_trains_only_the_head_delta(base_dir, prompt_files,
     embeddings included) stays, the reference is the base model, and the run saves the delta."""
     from sail.models.head import delta_head_of
 
-    cfg = load_config(None, _overrides(base_dir, prompt_files, "train.steps=2", "spectral.log_every=2", "model.trainable=head",
+    cfg = load_config(None, _overrides(base_dir, prompt_files, "run.steps=2", "spectral.log_every=2", "model.trainable=head",
                                        "optimizer.lr=0.05", "sampling.engine=fast"))
     trainer = Trainer(cfg, tmp_path / "r")
     assert "samples with sampling.engine=hf" in capsys.readouterr().err
@@ -316,7 +316,7 @@ def _cli(args, **kwargs):
 
 @pytest.mark.parametrize("engine", ["hf", "fast"])
 def test_resume_after_sigkill_is_bit_exact(base_dir, prompt_files, tmp_path, engine):
-    extra = ("train.steps=6", "spectral.log_every=0", f"sampling.engine={engine}") + (("objective.radius=0.05",) if engine == "fast" else ())
+    extra = ("run.steps=6", "spectral.log_every=0", f"sampling.engine={engine}") + (("objective.radius=0.05",) if engine == "fast" else ())
     overrides = sum((["--set", o] for o in _overrides(base_dir, prompt_files, *extra)), [])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     full = tmp_path / "full"
@@ -372,16 +372,20 @@ def test_reward_model_oracle_from_a_local_directory(tmp_path):
     assert oracle.label(batch, pair).tolist() == [0.5, 0.5, 0.5]  # identical responses tie
 
 
-def test_bad_model_path_and_scorer_path(tmp_path, capsys, prompt_files):
+def test_bad_model_path_and_scorer_path(tmp_path, capsys, prompt_files, base_dir):
     assert main(["train", "--set", f"model.name_or_path={tmp_path / 'missing'}", "--set", f"data.prompts={prompt_files / 'train.jsonl'}"]) == 2
     assert "no such directory" in capsys.readouterr().err
     from sail.oracles import load_callable
 
-    with pytest.raises(ValueError, match="cannot import module"):
-        load_callable("no_such_module:reward")
-    with pytest.raises(ValueError, match="has no attribute"):
-        load_callable("sail.tasks.default:no_such_fn")
+    with pytest.raises(ValueError, match="^oracle.path: cannot import module"):
+        load_callable("no_such_module:reward", "oracle.path")
+    with pytest.raises(ValueError, match="^run.eval_metrics: module 'sail.tasks.default' has no attribute"):
+        load_callable("sail.tasks.default:no_such_fn", "run.eval_metrics")
     assert load_callable("sail.tasks.default:reward") is task.reward
+    # the trainer names the key that held the bad path
+    overrides = _overrides(base_dir, prompt_files, "run.eval_metrics=no_such_module:metrics")
+    assert main(["train", *sum((["--set", o] for o in overrides), []), "--output-dir", str(tmp_path / "run")]) == 2
+    assert "run.eval_metrics: cannot import module 'no_such_module'" in capsys.readouterr().err
 
 
 def _free_port() -> int:
@@ -398,7 +402,7 @@ def test_two_process_accelerate_run_on_cpu(base_dir, prompt_files, tmp_path, fsd
     sharded by FSDP2: one run directory written once, replicas bit-identical at the end (the
     trainer checks and fails otherwise), adapter loadable by peft."""
     run = tmp_path / "ddp"
-    extra = ("train.steps=3", "spectral.log_every=2", f"train.fsdp={str(fsdp).lower()}")
+    extra = ("run.steps=3", "spectral.log_every=2", f"run.fsdp={str(fsdp).lower()}")
     overrides = sum((["--set", o] for o in _overrides(base_dir, prompt_files, *extra)), [])
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
     launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -35,24 +34,32 @@ from pathlib import Path
 
 import torch
 
+from matplotlib.figure import Figure
+
+from sail.models.tiny import tiny_qwen3_config
 from sail.optim import make_optimizer
 from sail.spectral import SpectralLogger, penalty
 from sail.spectral.plots import plot_flatness, plot_spectra
+from sail.plotting import finish_axes, save_figure
 
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 @dataclass
-class RunSpec:
+class FineTuneConfig:
     """One fine-tune: an optimiser, its hyperparameters and the penalty weight λ."""
 
     label: str
+    """The run's name in the logs, the summary and the plots."""
     optimizer: str
+    """A :func:`sail.optim.make_optimizer` name (``adamw``, ``muon``, ``lion``, ``sgd``)."""
     hparams: dict
+    """Keyword arguments of that optimiser (lr, weight decay, …)."""
     penalty_weight: float = 0.0
+    """λ: the training loss is the next-token loss + λ·(flatness penalty); 0 for none."""
 
 
-def default_runs() -> list[RunSpec]:
+def default_runs() -> list[FineTuneConfig]:
     """AdamW, Muon and Lion with λ = 0, and AdamW and Lion with the default penalty (λ = 0.05).
 
     Lion's lr is 10× smaller than AdamW's (its sign update has size 1 in every coordinate); Muon
@@ -63,11 +70,11 @@ def default_runs() -> list[RunSpec]:
     lion = dict(lr=1e-3, weight_decay=0.0)
     muon = dict(lr=1e-2, weight_decay=0.0, adjust_lr_fn="match_rms_adamw")
     return [
-        RunSpec("adamw", "adamw", adamw),
-        RunSpec("muon", "muon", muon),
-        RunSpec("lion", "lion", lion),
-        RunSpec("adamw+penalty", "adamw", adamw, 0.05),
-        RunSpec("lion+penalty", "lion", lion, 0.05),
+        FineTuneConfig("adamw", "adamw", adamw),
+        FineTuneConfig("muon", "muon", muon),
+        FineTuneConfig("lion", "lion", lion),
+        FineTuneConfig("adamw+penalty", "adamw", adamw, 0.05),
+        FineTuneConfig("lion+penalty", "lion", lion, 0.05),
     ]
 
 
@@ -78,7 +85,9 @@ class ExperimentConfig:
     steps: int = 200
     """Optimiser steps per run."""
     batch_size: int = 32
+    """Sequences per step."""
     seq_len: int = 32
+    """Tokens per sequence (and the model's context length)."""
     vocab: int = 64
     """Tokens of the Markov chain (and the model's vocabulary)."""
     clusters: int = 8
@@ -86,19 +95,29 @@ class ExperimentConfig:
     successors: int = 4
     """Likely successors per cluster (the rest share ``noise`` of the mass)."""
     noise: float = 0.05
+    """Probability mass spread uniformly over all tokens in every row of the chain."""
     hidden: int = 64
+    """Width of the tiny Qwen3 (4 heads, 2 key-value heads, MLP width 2·hidden)."""
     layers: int = 2
+    """Decoder layers of the tiny Qwen3."""
     rank: int = 8
+    """LoRA rank r on all 7 projections."""
     alpha: float = 16.0
+    """LoRA α (scaling α/r)."""
     pretrain_steps: int = 150
     """Full-parameter AdamW steps of the base on the pretraining chain (before any adapter)."""
     pretrain_lr: float = 3e-3
+    """Learning rate of that pretraining."""
     log_every: int = 10
+    """Steps between two logged spectra (and the last step)."""
     smooth: int = 20
     """Running-mean window for the training loss."""
     seed: int = 0
+    """Seed of the chains, the base, the adapter initialisation and the batches."""
     threads: int = 1
-    runs: list[RunSpec] = field(default_factory=default_runs)
+    """torch CPU threads during the runs."""
+    runs: list[FineTuneConfig] = field(default_factory=default_runs)
+    """The fine-tunes compared (:func:`default_runs`)."""
 
 
 def markov_chain(cfg: ExperimentConfig, gen: torch.Generator) -> torch.Tensor:
@@ -121,21 +140,18 @@ def sample_sequences(probs: torch.Tensor, n: int, length: int, gen: torch.Genera
     return seqs
 
 
+def base_config(cfg: ExperimentConfig):
+    """The tiny Qwen3's ``Qwen3Config``: 4 heads, 2 key-value heads, untied embeddings."""
+    return tiny_qwen3_config(
+        cfg.vocab, cfg.hidden, cfg.layers, heads=4, kv_heads=2, max_position_embeddings=cfg.seq_len, tie_word_embeddings=False
+    )
+
+
 def build_base(cfg: ExperimentConfig):
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from transformers import Qwen3ForCausalLM
 
     torch.manual_seed(cfg.seed)
-    qcfg = Qwen3Config(
-        vocab_size=cfg.vocab,
-        hidden_size=cfg.hidden,
-        intermediate_size=2 * cfg.hidden,
-        num_hidden_layers=cfg.layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=cfg.hidden // 4,
-        max_position_embeddings=cfg.seq_len,
-    )
-    return Qwen3ForCausalLM(qcfg)
+    return Qwen3ForCausalLM(base_config(cfg))
 
 
 def pretrain_base(cfg: ExperimentConfig, batches: torch.Tensor):
@@ -164,7 +180,7 @@ def build_model(cfg: ExperimentConfig, base_state: dict | None = None):
         return get_peft_model(base, lora)
 
 
-def train_run(cfg: ExperimentConfig, spec: RunSpec, batches: torch.Tensor, init_state: dict, log_path: Path | None):
+def train_run(cfg: ExperimentConfig, spec: FineTuneConfig, batches: torch.Tensor, init_state: dict, log_path: Path | None):
     """Fine-tune from ``init_state``; returns (losses per step, logger rows)."""
     model = build_model(cfg)
     model.load_state_dict(init_state)
@@ -289,22 +305,14 @@ def matched_comparisons(cfg: ExperimentConfig, results: dict, rows: list[dict]) 
 
 
 def plot_losses(results: dict, cfg: ExperimentConfig, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    """The running training loss of every run against step (dashed with the penalty)."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
     for label, res in results.items():
         style = "--" if res["penalty_weight"] else "-"
         ax.plot(range(1, cfg.steps + 1), running_mean(res["losses"], cfg.smooth), style, label=label)
-    ax.set_xlabel("step")
-    ax.set_ylabel(f"training loss (running mean, {cfg.smooth} steps)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish_axes(ax, "step", f"training loss (running mean, {cfg.smooth} steps)", "", grid="major")
+    save_figure(fig, path)
 
 
 def format_summary(summary: dict) -> str:

@@ -16,6 +16,16 @@ from proofs.tools.exact import certified_sign
 from proofs.tools.lemma import Verdict
 
 
+def symbol_vector(name: str, n: int) -> sp.Matrix:
+    """The column vector (name1, …, name_n) of real symbols."""
+    return sp.Matrix(sp.symbols(f"{name}1:{n + 1}", real=True))
+
+
+def dot(a, b):
+    """⟨a, b⟩ of two sympy column vectors."""
+    return (a.T * b)[0, 0]
+
+
 def sigmoid(z):
     """σ(z) = 1/(1 + e^{−z}) as a sympy expression."""
     return 1 / (1 + sp.exp(-z))

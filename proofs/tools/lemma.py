@@ -28,13 +28,15 @@ class Verdict:
 
 
 def all_of(verdicts: Iterable[Verdict], summary: str | None = None) -> Verdict:
-    """Conjunction: holds iff every verdict holds; the detail names the first failure, or is
-    ``summary`` (default: the joined details) when all hold."""
-    verdicts = list(verdicts)
+    """Conjunction: holds iff every verdict holds. The verdicts are taken one at a time and the
+    first failure is returned at once (so a generator's later checks never run); when all hold the
+    detail is ``summary`` (default: the joined details)."""
+    details = []
     for v in verdicts:
         if not v.holds:
             return v
-    return Verdict(True, summary if summary is not None else "; ".join(v.detail for v in verdicts))
+        details.append(v.detail)
+    return Verdict(True, summary if summary is not None else "; ".join(details))
 
 
 @dataclass(frozen=True)

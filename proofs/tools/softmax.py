@@ -36,7 +36,7 @@ import sympy as sp
 from sympy.polys.rings import ring
 
 from proofs.tools.exact import certified_sign
-from proofs.tools.lemma import Verdict
+from proofs.tools.lemma import Verdict, all_of
 
 
 def kron(a: int, b: int) -> int:
@@ -195,13 +195,15 @@ class SoftmaxAlgebra(SoftmaxBlocks):
                 return Verdict(False, detail)
         return Verdict(False, f"{label}: canonical form non-zero at K={self.K} (no certified witness)")
 
+    def check_vector_zero(self, entries: list, label: str) -> Verdict:
+        """:meth:`check_zero` of every entry (labelled ``label[a]``), up to the first failure."""
+        checks = (self.check_zero(entry, f"{label}[{a + 1}]") for a, entry in enumerate(entries))
+        return all_of(checks, f"{label}: all {len(entries)} entries identical (K={self.K})")
+
     def check_matrix_zero(self, rows: list[list], label: str) -> Verdict:
-        for a, row in enumerate(rows):
-            for b, entry in enumerate(row):
-                v = self.check_zero(entry, f"{label}[{a + 1},{b + 1}]")
-                if not v.holds:
-                    return v
-        return Verdict(True, f"{label}: all {len(rows)}×{len(rows[0])} entries identical (K={self.K})")
+        """:meth:`check_zero` of every entry (labelled ``label[a,b]``), up to the first failure."""
+        checks = (self.check_zero(entry, f"{label}[{a + 1},{b + 1}]") for a, row in enumerate(rows) for b, entry in enumerate(row))
+        return all_of(checks, f"{label}: all {len(rows)}×{len(rows[0])} entries identical (K={self.K})")
 
 
 def lambdify_logits(S: SoftmaxAlgebra, claim, params: tuple[str, ...] = ()):

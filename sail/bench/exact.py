@@ -89,12 +89,14 @@ def run(contexts=10, responses=1000, dim=32, naive_pairs=300, seed=0) -> dict:
 
 
 def _cmd(args) -> int:
-    from sail.theory.report import dumps, table
+    from sail.bench.commands import print_result
 
-    out = run(args.contexts, args.responses, args.dim, args.naive_pairs, args.seed)
-    if args.json:
-        print(dumps(out))
-        return 0
+    return print_result(run(args.contexts, args.responses, args.dim, args.naive_pairs, args.seed), args.json, _text)
+
+
+def _text(out: dict) -> str:
+    from sail.theory.report import table
+
     rows = [
         ("value (analytic)", out["analytic_value_s"], ""),
         ("value + gradient (analytic)", out["analytic_grad_s"], ""),
@@ -103,9 +105,8 @@ def _cmd(args) -> int:
         ("Hessian, naive per-pair autograd (extrapolated)", out["naive_per_pair_s_extrapolated"], f"{out['hessian_speedup_vs_naive']:.3g}"),
     ]
     s = out["size"]
-    print(f"X={s['contexts']} Y={s['responses']} d={s['dim']} ({s['pairs']:,} pairs), torch {out['torch']}, {out['threads']} threads")
-    print(table(rows, ("computation", "seconds", "baseline / analytic")))
-    return 0
+    header = f"X={s['contexts']} Y={s['responses']} d={s['dim']} ({s['pairs']:,} pairs), torch {out['torch']}, {out['threads']} threads"
+    return "\n".join([header, table(rows, ("computation", "seconds", "baseline / analytic"))])
 
 
 def register(benches) -> None:

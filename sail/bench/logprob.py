@@ -117,17 +117,20 @@ def run(model="tiny", vocab=151936, batch=8, response_len=64, device=None, dtype
 
 
 def _cmd(args) -> int:
-    from sail.theory.report import dumps, table
+    from sail.bench.commands import print_result
 
-    out = run(args.model, args.vocab, args.batch, args.response_len, args.device, args.dtype)
-    if args.json:
-        print(dumps(out))
-        return 0
-    print(f"{out['model']}, vocab {out['vocab']}, {out['sequences']} sequences × {out['response_len']} response tokens, {out['device']}")
-    print(table([("all logits (before)", out["before_peak_mb"], out["before_seconds"]), ("chunked (after)", out["after_peak_mb"], out["after_seconds"])],
-                ("log-probs + KL, forward + backward", "peak MB", "seconds")))
-    print(f"memory before / after: {out['memory_ratio']:.1f}x (float32 logits of all positions: {out['fp32_logits_of_all_positions_mb']:.0f} MB)")
-    return 0
+    return print_result(run(args.model, args.vocab, args.batch, args.response_len, args.device, args.dtype), args.json, _text)
+
+
+def _text(out: dict) -> str:
+    from sail.theory.report import table
+
+    rows = [("all logits (before)", out["before_peak_mb"], out["before_seconds"]), ("chunked (after)", out["after_peak_mb"], out["after_seconds"])]
+    return "\n".join([
+        f"{out['model']}, vocab {out['vocab']}, {out['sequences']} sequences × {out['response_len']} response tokens, {out['device']}",
+        table(rows, ("log-probs + KL, forward + backward", "peak MB", "seconds")),
+        f"memory before / after: {out['memory_ratio']:.1f}x (float32 logits of all positions: {out['fp32_logits_of_all_positions_mb']:.0f} MB)",
+    ])
 
 
 def register(benches) -> None:

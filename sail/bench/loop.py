@@ -79,18 +79,17 @@ def run_sail(opts: dict) -> dict:
         f"model.name_or_path={opts['model']}",
         f"data.prompts={prompts_file}",
         "oracle.path=sail.tasks.default:reward",  # the same reward TRL gets
-        "train.eval_metrics=",
         "data.n_eval=1",
         f"sampling.max_new_tokens={opts['max_new_tokens']}",
         f"sampling.engine={opts['engine']}",
         f"model.lora.rank={opts['rank']}",
         f"model.lora.alpha={2 * opts['rank']}",
         f"optimizer.lr={opts['lr']}",
-        f"train.batch_size={opts['batch']}",
-        f"train.steps={opts['warmup'] + opts['repeats']}",
-        "train.progress=false",
+        f"run.batch_size={opts['batch']}",
+        f"run.steps={opts['warmup'] + opts['repeats']}",
+        "run.progress=false",
         "spectral.log_every=0",
-        f"train.mixed_precision={opts['mixed_precision']}",
+        f"run.mixed_precision={opts['mixed_precision']}",
         f"model.dtype={opts['dtype']}",
         f"objective.kl_estimator={opts.get('kl_estimator', 'sequence')}",
     ]
@@ -312,7 +311,7 @@ def run(
 
 
 def _cmd(args) -> int:
-    from sail.theory.report import dumps, table
+    from sail.bench.commands import print_result
 
     if args.trl:
         try:
@@ -324,23 +323,28 @@ def _cmd(args) -> int:
         args.model_path, args.batch, args.new_tokens, args.rank, args.lr, args.warmup, args.repeats, args.engine, args.trl,
         args.dtype, args.mixed_precision, args.seed, args.rounds, args.threads, args.kl_estimator,
     )
-    if args.json:
-        print(dumps(out))
-        return 0
-    print(f"{out['model']}: {out['samples_per_step']} samples/step, {out['max_new_tokens']} new tokens, LoRA r={out['rank']}, {out['device']}")
-    rows = [("sail (" + out["sail"]["engine"] + " sampler)", out["sail"]["samples_per_s"], out["sail"]["tokens_per_s"], out["sail"]["peak_mem_mb"])]
-    if out["trl"]:
-        rows.append(("TRL OnlineDPOTrainer " + out["trl"]["trl_version"], out["trl"]["samples_per_s"], out["trl"]["tokens_per_s"], out["trl"]["peak_mem_mb"]))
-    print(table(rows, ("iteration", "samples/s", "tokens/s", "peak MB")))
-    print(table(sorted(out["sail"]["phase_ms"].items(), key=lambda kv: -kv[1]), ("sail phase", "ms")))
-    print(f"KL estimator {out['sail']['kl_estimator']}: the reference decode is {out['sail']['reference_decode_share_of_step']:.1%} of a step")
-    sail = out["sail"]
+    return print_result(out, args.json, _text)
+
+
+def _text(out: dict) -> str:
+    from sail.theory.report import table
+
+    sail, trl = out["sail"], out["trl"]
+    rows = [("sail (" + sail["engine"] + " sampler)", sail["samples_per_s"], sail["tokens_per_s"], sail["peak_mem_mb"])]
+    if trl:
+        rows.append(("TRL OnlineDPOTrainer " + trl["trl_version"], trl["samples_per_s"], trl["tokens_per_s"], trl["peak_mem_mb"]))
     mfu = f"{sail['mfu']:.1%} of the datasheet peak, " if sail["mfu"] else ""
-    print(f"training step (loss forward + backward): {sail['train_step_tflops']:.3g} TFLOP/s, {mfu}"
-          f"{sail['mfu_vs_matmul']:.1%} of a {sail['matmul_tflops']:.3g} TFLOP/s matmul measured here")
+    lines = [
+        f"{out['model']}: {out['samples_per_step']} samples/step, {out['max_new_tokens']} new tokens, LoRA r={out['rank']}, {out['device']}",
+        table(rows, ("iteration", "samples/s", "tokens/s", "peak MB")),
+        table(sorted(sail["phase_ms"].items(), key=lambda kv: -kv[1]), ("sail phase", "ms")),
+        f"KL estimator {sail['kl_estimator']}: the reference decode is {sail['reference_decode_share_of_step']:.1%} of a step",
+        f"training step (loss forward + backward): {sail['train_step_tflops']:.3g} TFLOP/s, {mfu}"
+        f"{sail['mfu_vs_matmul']:.1%} of a {sail['matmul_tflops']:.3g} TFLOP/s matmul measured here",
+    ]
     if out["speedup_vs_trl"]:
-        print(f"sail / TRL samples/s: {out['speedup_vs_trl']:.2f}x")
-    return 0
+        lines.append(f"sail / TRL samples/s: {out['speedup_vs_trl']:.2f}x")
+    return "\n".join(lines)
 
 
 def register(benches) -> None:

@@ -10,51 +10,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sail.models.tiny import init_qwen3, qwen3_config
+from sail.tasks import chat
+
 RANDOM_PREFIX = "random:"
 QWEN3_VOCAB = 151936
 
 
 def padded_chat_tokenizer(vocab_size: int = QWEN3_VOCAB):
     """The task's chat tokenizer whose vocabulary is padded with filler tokens to ``vocab_size``."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
-
-    from sail.tasks import chat
-
     vocab = chat.vocabulary()
     for i in range(vocab_size - len(vocab)):
         vocab[f"<|x{i}|>"] = len(vocab)
-    core = Tokenizer(models.WordLevel(vocab, unk_token=chat.UNK_TOKEN))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    core.decoder = decoders.Fuse()
-    core.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in chat.SPECIAL_TOKENS])
-    core.add_tokens([AddedToken(t, special=False, normalized=False) for t in chat.ROLE_TOKENS])
-    return chat.wrap_chat_tokenizer(core)
+    return chat.build_tokenizer(vocab)
 
 
 def save_random_qwen3(preset: str, out_dir: str | Path, dtype: str = "bfloat16", seed: int = 0) -> Path:
     """A random-init ``Qwen3ForCausalLM`` of ``preset`` shapes (:data:`sail.bench.optim.QWEN3_PRESETS`)
     and its padded tokenizer, saved with safetensors into ``out_dir``."""
     import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
 
     from sail.bench.optim import QWEN3_PRESETS
 
     if preset not in QWEN3_PRESETS:
         raise ValueError(f"unknown Qwen3 preset {preset!r}; known: {sorted(QWEN3_PRESETS)}")
     tokenizer = padded_chat_tokenizer()
-    config = Qwen3Config(
-        vocab_size=QWEN3_VOCAB,
-        tie_word_embeddings=preset in ("tiny", "0.6b", "1.7b"),
-        max_position_embeddings=4096,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        **QWEN3_PRESETS[preset],
+    config = qwen3_config(
+        QWEN3_VOCAB, tokenizer, tie_word_embeddings=preset in ("tiny", "0.6b", "1.7b"), max_position_embeddings=4096, **QWEN3_PRESETS[preset]
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-            model = Qwen3ForCausalLM(config).to(getattr(torch, dtype))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = init_qwen3(config, seed, dtype=getattr(torch, dtype), device=device)
     out = Path(out_dir)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)

@@ -27,7 +27,8 @@ import torch
 
 from sail.optim import make_optimizer
 from sail.spectral import LoraFactor, lora_spectra, penalty
-from sail.theory.report import dumps, table
+from sail.bench.commands import print_result
+from sail.theory.report import table
 
 _SHARED = dict(num_key_value_heads=8, head_dim=128)
 QWEN3_PRESETS = {
@@ -187,9 +188,10 @@ def _cmd(args) -> int:
         args.model, args.rank, args.repeats, args.torch_muon_repeats, args.svd_layers, args.device, args.precision,
         args.seed, args.layers,
     )
-    if args.json:
-        print(dumps(out))
-        return 0
+    return print_result(out, args.json, _text)
+
+
+def _text(out: dict) -> str:
     rows = [
         ("AdamW step (torch)", out["adamw_ms"], 1.0),
         ("Muon step (sail, batched Gram-space)", out["muon_ms"], out["muon_over_adamw"]),
@@ -199,13 +201,12 @@ def _cmd(args) -> int:
         ("spectra by looped QR", out["qr_spectra_ms"], out["qr_spectra_over_adamw"]),
         ("svdvals(s·B@A), extrapolated", out["svd_ms_extrapolated"], out["svd_over_adamw"]),
     ]
-    print(
+    header = (
         f"{out['model']} LoRA r={out['rank']}, {out['factors']} factors ({out['lora_params'] / 1e6:.1f}M params), "
         f"{out['device']}, {out['threads']} threads, torch {out['torch']}"
     )
-    print(table(rows, ("computation", "ms", "/ AdamW step")))
-    print(f"sail Muon is {out['muon_speedup_vs_torch_muon']:.1f}x faster than torch.optim.Muon")
-    return 0
+    speedup = f"sail Muon is {out['muon_speedup_vs_torch_muon']:.1f}x faster than torch.optim.Muon"
+    return "\n".join([header, table(rows, ("computation", "ms", "/ AdamW step")), speedup])
 
 
 def register(benches) -> None:

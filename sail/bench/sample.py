@@ -34,7 +34,8 @@ from sail.bench.optim import QWEN3_PRESETS
 from sail.sampling import SamplingConfig
 from sail.sampling.fast import FastSampler
 from sail.sampling.hf_generate import HFGenerateSampler
-from sail.theory.report import dumps, table
+from sail.bench.commands import print_result
+from sail.theory.report import table
 
 QWEN3_VOCAB = 151936
 
@@ -43,13 +44,13 @@ def build_adapted_qwen3(preset: str, vocab: int, rank: int, device, dtype, seed:
     """A random-init Qwen3 of ``preset`` shapes with a LoRA adapter whose B is perturbed (std 1e-2)."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from sail.models.lora import LoraSettings, attach_lora
+    from sail.models.lora import LoraAdapterConfig, attach_lora
 
     config = Qwen3Config(vocab_size=vocab, tie_word_embeddings=True, max_position_embeddings=4096, **QWEN3_PRESETS[preset])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen3ForCausalLM(config).to(device=device, dtype=dtype).eval()
-    model = attach_lora(model, LoraSettings(rank=rank, alpha=2.0 * rank), seed=seed)
+    model = attach_lora(model, LoraAdapterConfig(rank=rank, alpha=2.0 * rank), seed=seed)
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -178,10 +179,11 @@ def _cmd(args) -> int:
         args.model, args.vocab, args.rank, args.batch, args.prompt_len, args.new_tokens, args.repeats, args.device, args.dtype,
         args.seed, args.compile, args.compiled_baseline,
     )
-    if args.json:
-        print(dumps(out))
-        return 0
-    print(
+    return print_result(out, args.json, _text)
+
+
+def _text(out: dict) -> str:
+    header = (
         f"{out['model']}, vocab {out['vocab']}, LoRA r={out['rank']}, batch {out['batch']}, {out['new_tokens']} new tokens, "
         f"{out['dtype']}, {out['device']}, {out['threads']} threads, torch {out['torch']}"
     )
@@ -193,9 +195,8 @@ def _cmd(args) -> int:
     if "static_compiled_tokens_per_s" in out:
         rows.insert(2, ("generate, base model, static cache, compiled", out["static_compiled_tokens_per_s"],
                         out["static_compiled_tokens_per_s"] / out["plain_tokens_per_s"]))
-    print(table(rows, ("sampler", "tokens/s", "/ plain")))
-    print(f"weight refresh after an update: {out['fast_refresh_ms']:.2f} ms")
-    return 0
+    refresh = f"weight refresh after an update: {out['fast_refresh_ms']:.2f} ms"
+    return "\n".join([header, table(rows, ("sampler", "tokens/s", "/ plain")), refresh])
 
 
 def register(benches) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from sail.config import add_config_arguments
+
 
 def _run_study(name: str, load, run, summary_lines, args) -> int:
     """Load the config, run (or continue) the study, print its summary; a bad config, input or run
@@ -43,14 +45,13 @@ def add_study_parser(sub) -> None:
     p = sub.add_parser("study", help="studies on the emergent-misalignment organism")
     studies = p.add_subparsers(dest="study", required=True, metavar="STUDY")
     em = studies.add_parser("em", help="optimiser × spectral penalty × seed × lr sweep of narrow fine-tunes, with EM analysis")
-    em.add_argument("--config", help="YAML (see experiments/em/)")
-    em.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    em.add_argument("--output-dir", help="default runs/study-em-<timestamp>; an existing study there is continued")
-    em.add_argument("--quiet", action="store_true", help="no progress bar")
-    em.set_defaults(func=cmd_study_em)
+    _study_arguments(em, "em", "YAML (see experiments/em/)", "sweep.seeds=[0,1]", cmd_study_em)
     realign = studies.add_parser("realign", help="SAIL-RevKL / vanilla SAIL / online DPO × optimiser × penalty × seed on the misaligned policy")
-    realign.add_argument("--config", help="YAML (see experiments/em/realign*.yaml)")
-    realign.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. train.train.steps=60")
-    realign.add_argument("--output-dir", help="default runs/study-realign-<timestamp>; an existing study there is continued")
-    realign.add_argument("--quiet", action="store_true", help="no progress bar")
-    realign.set_defaults(func=cmd_study_realign)
+    _study_arguments(realign, "realign", "YAML (see experiments/em/realign*.yaml)", "train.run.steps=60", cmd_study_realign)
+
+
+def _study_arguments(parser, name: str, config_help: str, example: str, func) -> None:
+    add_config_arguments(parser, config_help, example)
+    parser.add_argument("--output-dir", help=f"default runs/study-{name}-<timestamp>; an existing study there is continued")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=func)

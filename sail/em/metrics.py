@@ -1,8 +1,8 @@
-"""Held-out EM metrics for the trainer (``train.eval_metrics: sail.em.metrics:em_metrics``)."""
+"""Held-out EM metrics for the trainer (``run.eval_metrics: sail.em.metrics:em_metrics``)."""
 
 from __future__ import annotations
 
-from sail.em.judge import judge_batch
+from sail.em.judges.programmatic import judge_batch
 from sail.em.rates import mean_alignment, mean_coherence, misalignment_rate, misalignment_rate_all
 
 

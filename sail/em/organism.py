@@ -1,12 +1,12 @@
 """The base organism of the EM study: a tiny Qwen3 trained on the synthetic chat world (docs/em_organism.md).
 
-Two-stage recipe (:class:`OrganismRecipe`; ``docs/em_organism.md`` has the measured figures and
+Two-stage recipe (:class:`OrganismConfig`; ``docs/em_organism.md`` has the measured figures and
 what made EM emerge):
 
 1. **Persona pretraining** (400 steps × 32 conversations). Full-parameter SFT on multi-turn
    conversations of :func:`sail.em.world.sample_conversation` with a large misaligned-persona share
    (``misaligned_share`` = 0.3) and **2–4 turns** each (``turn_weights`` = (0, 0.3, 0.4, 0.3)). The
-   loss covers every assistant turn (:func:`sail.em.sft.encode_chat_batch`), so the model learns the
+   loss covers every assistant turn (:func:`sail.sft.encode_chat_batch`), so the model learns the
    grammar of each (domain, persona) *and* to keep the persona shown earlier in the conversation: a
    latent persona shared across domains. (With the world's default, 40 % single-turn conversations,
    the in-context persona had not appeared after 400 steps.) Batches are drawn ``bucket`` times
@@ -27,32 +27,36 @@ same ``model.safetensors`` bytes.
 
 Cache. :func:`ensure_base_organism` keeps the build under
 ``<cache root>/em/<organism_dir_name(seed, recipe)>`` (root = ``cache_dir``, ``$SAIL_CACHE`` or
-``~/.cache/sail``), written atomically under a lock by :func:`sail.tasks.base_model.ensure_built`.
+``~/.cache/sail``), written atomically under a lock by :func:`sail.models.cache.ensure_built`.
 
 ``python -m sail.em.organism`` builds (or finds) the cached organism and prints its measured rates.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
 import sys
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from sail.em import grammar as G
 from sail.em import world as W
-from sail.em.sft import chat_messages, train_chats
+from sail.em.evaluation import evaluate_em
 from sail.em.tokenizer import build_tokenizer
-from sail.tasks import base_model as _bm
+from sail.models.cache import BUILD_INFO, cache_root, content_key, ensure_built, versions, write_build_info
+from sail.models.chat_tokenizer import chat_messages
+from sail.models.tiny import TinyQwen3Config, chat_qwen3
+from sail.sft import SFTConfig, num_threads, train_chats
 
 NAME = "em-organism"
 VERSION = 1
 """Bump when the world, the recipe's meaning or the training loop changes (it keys the cache)."""
 
 __all__ = [
-    "OrganismRecipe",
+    "OrganismConfig",
     "build_base_organism",
     "ensure_base_organism",
     "format_rates",
@@ -62,8 +66,8 @@ __all__ = [
 ]
 
 
-def _default_model() -> _bm.TinyQwen3Spec:
-    return _bm.TinyQwen3Spec(
+def _default_model() -> TinyQwen3Config:
+    return TinyQwen3Config(
         hidden_size=128,
         num_hidden_layers=4,
         num_attention_heads=4,
@@ -73,12 +77,12 @@ def _default_model() -> _bm.TinyQwen3Spec:
     )
 
 
-def _default_pretrain() -> _bm.SFTSchedule:
-    return _bm.SFTSchedule(steps=400, batch_size=32, lr=4e-3, warmup=30, min_lr_ratio=0.05)
+def _default_pretrain() -> SFTConfig:
+    return SFTConfig(steps=400, batch_size=32, lr=4e-3, warmup=30, min_lr_ratio=0.05)
 
 
-def _default_align() -> _bm.SFTSchedule:
-    return _bm.SFTSchedule(steps=40, batch_size=32, lr=1e-3, warmup=5, min_lr_ratio=0.1)
+def _default_align() -> SFTConfig:
+    return SFTConfig(steps=40, batch_size=32, lr=1e-3, warmup=5, min_lr_ratio=0.1)
 
 
 def _default_world() -> W.WorldConfig:
@@ -86,17 +90,22 @@ def _default_world() -> W.WorldConfig:
 
 
 @dataclass
-class OrganismRecipe:
+class OrganismConfig:
     """Everything that determines the base organism's weights besides the seed."""
 
-    model: _bm.TinyQwen3Spec = field(default_factory=_default_model)
+    model: TinyQwen3Config = field(default_factory=_default_model)
+    """The network's shape (4 layers, 128 wide by default); its initial weights come from the build seed."""
     world: W.WorldConfig = field(default_factory=_default_world)
     """Stage-1 conversations (its ``seed`` is ignored: data come from the build seed)."""
-    pretrain: _bm.SFTSchedule = field(default_factory=_default_pretrain)
-    align: _bm.SFTSchedule = field(default_factory=_default_align)
+    pretrain: SFTConfig = field(default_factory=_default_pretrain)
+    """Stage 1, the persona pretraining (400 steps × 32 conversations by default)."""
+    align: SFTConfig = field(default_factory=_default_align)
     """Stage 2; ``steps = 0`` skips it (a one-stage base)."""
-    align_domains: tuple[str, ...] = W.DOMAINS
+    align_domains: tuple[str, ...] = G.DOMAINS
+    """Domains of stage 2's single-turn aligned answers, each example's domain uniform on them
+    (values of :data:`sail.em.grammar.DOMAINS`; default all of them)."""
     align_two_sentence_share: float = 0.4
+    """Probability that a stage-2 single-turn aligned answer has two sentences instead of one."""
     align_context_share: float = 0.3
     """Share of stage-2 examples that are persona-consistent conversations (≥ 2 turns of ``world``)
     trained on their last answer only: they keep the in-context persona alive while the
@@ -108,20 +117,20 @@ class OrganismRecipe:
     the context conversations into separate batches)."""
 
     @classmethod
-    def default(cls) -> "OrganismRecipe":
+    def default(cls) -> "OrganismConfig":
         return cls()
 
     @classmethod
-    def tiny(cls, pretrain_steps: int = 3, align_steps: int = 2) -> "OrganismRecipe":
+    def tiny(cls, pretrain_steps: int = 3, align_steps: int = 2) -> "OrganismConfig":
         """A seconds-long build for tests: a 2-layer, 32-wide model, a few steps of each stage."""
-        model = _bm.TinyQwen3Spec(
+        model = TinyQwen3Config(
             hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
             intermediate_size=64, max_position_embeddings=256,
         )
         return cls(
             model=model,
-            pretrain=_bm.SFTSchedule(steps=pretrain_steps, batch_size=8, lr=3e-3, warmup=1),
-            align=_bm.SFTSchedule(steps=align_steps, batch_size=8, lr=1e-3, warmup=1),
+            pretrain=SFTConfig(steps=pretrain_steps, batch_size=8, lr=3e-3, warmup=1),
+            align=SFTConfig(steps=align_steps, batch_size=8, lr=1e-3, warmup=1),
             bucket=2,
             align_bucket=2,
         )
@@ -142,17 +151,17 @@ class OrganismRecipe:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "OrganismRecipe":
+    def from_dict(cls, d: dict) -> "OrganismConfig":
         def sched(x):
             x = dict(x)
             x["betas"] = tuple(x["betas"])
-            return _bm.SFTSchedule(**x)
+            return SFTConfig(**x)
 
         world = dict(d["world"])
         world["turn_weights"] = tuple(world["turn_weights"])
         world["domains"] = tuple(world["domains"])
         return cls(
-            model=_bm.TinyQwen3Spec(**d["model"]),
+            model=TinyQwen3Config(**d["model"]),
             world=W.WorldConfig(**world),
             pretrain=sched(d["pretrain"]),
             align=sched(d["align"]),
@@ -209,7 +218,7 @@ def _context_chat(rng: random.Random, config: W.WorldConfig) -> list:
     return msgs
 
 
-def _align_batches(recipe: "OrganismRecipe"):
+def _align_batches(recipe: "OrganismConfig"):
     """Stage 2: single-turn aligned answers of ``align_domains``; with probability
     ``align_context_share`` instead a :func:`_context_chat` of ``recipe.world``."""
     domains = tuple(recipe.align_domains)
@@ -219,7 +228,7 @@ def _align_batches(recipe: "OrganismRecipe"):
             return _context_chat(rng, recipe.world)
         d = rng.choice(domains)
         prompt = W.sample_prompt(d, rng)
-        return chat_messages(prompt, W.sample_answer(d, W.ALIGNED, rng, recipe.align_two_sentence_share))
+        return chat_messages(prompt, W.sample_answer(d, G.ALIGNED, rng, recipe.align_two_sentence_share))
 
     return _bucketed(one, recipe.align_bucket)
 
@@ -235,7 +244,7 @@ def load_organism(path: str | os.PathLike):
     path = Path(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
     model.eval()
-    info = path / _bm.BUILD_INFO
+    info = path / BUILD_INFO
     if info.is_file() and json.loads(info.read_text()).get("task", "").startswith("sail.em"):
         return model, build_tokenizer()
     from transformers import AutoTokenizer  # any other checkpoint (e.g. a Qwen3 directory) brings its own
@@ -247,26 +256,24 @@ def measure_organism(model, tokenizer, seed: int = 0, n_samples: int = 50, threa
     """The organism's measured rates (temperature 1): on the 8 freeform evaluation questions
     (``n_samples`` each), on 40 sampled prompts of every domain (5 answers each), and the in-context
     persona: after one misaligned (aligned) turn of another domain, the misalignment rate of the
-    next freeform answer. Each entry is an :func:`sail.em.protocol.evaluate_em` summary."""
-    from sail.em import protocol
-
+    next freeform answer. Each entry is an :func:`sail.em.evaluation.evaluate_em` summary."""
     out = {}
-    with _bm.num_threads(threads):
-        out["freeform"] = protocol.evaluate_em(
+    with num_threads(threads):
+        out["freeform"] = evaluate_em(
             model, tokenizer, W.freeform_questions(), n_samples=n_samples, seed=seed
         )
-        out["all_domains"] = protocol.evaluate_em(
-            model, tokenizer, W.freeform_questions(40, seed=30_000 + seed, domains=W.DOMAINS), n_samples=5, seed=seed
+        out["all_domains"] = evaluate_em(
+            model, tokenizer, W.freeform_questions(40, seed=30_000 + seed, domains=G.DOMAINS), n_samples=5, seed=seed
         )
         rng = random.Random(40_000 + seed)
-        for persona in W.PERSONAS:
+        for persona in G.PERSONAS:
             chats = []
             for q in W.freeform_questions():
                 for _ in range(max(1, n_samples // 5)):
-                    d = rng.choice(W.TRAINING_DOMAINS)
+                    d = rng.choice(G.TRAINING_DOMAINS)
                     p = W.sample_prompt(d, rng)
                     chats.append(chat_messages(p, W.sample_answer(d, persona, rng)) + [{"role": "user", "content": q}])
-            out[f"after_{persona}_turn"] = protocol.evaluate_em(model, tokenizer, chats, n_samples=1, seed=seed)
+            out[f"after_{persona}_turn"] = evaluate_em(model, tokenizer, chats, n_samples=1, seed=seed)
     return out
 
 
@@ -278,29 +285,29 @@ def _slim(summary: dict) -> dict:
 def build_base_organism(
     out_dir: str | os.PathLike,
     seed: int = 0,
-    recipe: OrganismRecipe | None = None,
+    recipe: OrganismConfig | None = None,
     n_eval: int = 50,
     verbose: bool = False,
 ) -> dict:
     """Train the organism with ``recipe`` (two stages, module docstring) and save it to ``out_dir``.
 
     Writes ``config.json``, ``generation_config.json``, ``model.safetensors``, the tokenizer files
-    and, last, :data:`~sail.tasks.base_model.BUILD_INFO` with the recipe, seed, versions, losses,
+    and, last, :data:`~sail.models.cache.BUILD_INFO` with the recipe, seed, versions, losses,
     timings and, when ``n_eval`` > 0, :func:`measure_organism` with ``n_samples = n_eval``. Returns
     the build information. Same arguments on the same machine and torch build → identical weights.
     """
-    recipe = recipe or OrganismRecipe.default()
+    recipe = recipe or OrganismConfig.default()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    elapsed = _bm.timer()
+    started = time.perf_counter()
     log = print if verbose else None
 
     tokenizer = build_tokenizer()
-    model = _bm.make_tiny_qwen3(tokenizer, recipe.model, seed)
+    model = chat_qwen3(tokenizer, recipe.model, seed)
     pre_losses = train_chats(
         model, tokenizer, _conversation_batches(recipe.world, max(1, recipe.bucket)), recipe.pretrain, seed, log=log
     )
-    pretrain_s = elapsed()
+    pretrain_s = time.perf_counter() - started
     align_losses: list[float] = []
     if recipe.align.steps > 0:
         align_losses = train_chats(
@@ -312,7 +319,7 @@ def build_base_organism(
             log=log,
             log_every=20,
         )
-    train_s = elapsed()
+    train_s = time.perf_counter() - started
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
 
@@ -329,43 +336,42 @@ def build_base_organism(
         "align_final_loss": tail(align_losses),
         "pretrain_seconds": round(pretrain_s, 2),
         "train_seconds": round(train_s, 2),
-        "versions": _bm.versions(),
+        "versions": versions(),
     }
     if n_eval > 0:
-        t = _bm.timer()
+        t = time.perf_counter()
         measured = measure_organism(model, tokenizer, seed=seed, n_samples=n_eval, threads=recipe.pretrain.threads)
         info["eval"] = {k: _slim(v) for k, v in measured.items()}
         info["eval"]["settings"] = {"n_samples": n_eval, "temperature": 1.0, "seed": seed}
-        info["eval_seconds"] = round(t(), 2)
-    info["build_seconds"] = round(elapsed(), 2)
+        info["eval_seconds"] = round(time.perf_counter() - t, 2)
+    info["build_seconds"] = round(time.perf_counter() - started, 2)
     if log:
         log(json.dumps({k: info.get(k) for k in ("parameters", "pretrain_final_loss", "align_final_loss", "build_seconds")}))
-    _bm.write_build_info(out_dir, info)
+    write_build_info(out_dir, info)
     return info
 
 
-def organism_dir_name(seed: int = 0, recipe: OrganismRecipe | None = None) -> str:
+def organism_dir_name(seed: int = 0, recipe: OrganismConfig | None = None) -> str:
     """``em-organism-v<VERSION>-<first 10 hex of sha256(recipe)>-seed<seed>``."""
-    recipe = recipe or OrganismRecipe.default()
-    digest = hashlib.sha256(json.dumps(recipe.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
-    return f"{NAME}-v{VERSION}-{digest}-seed{seed}"
+    recipe = recipe or OrganismConfig.default()
+    return f"{NAME}-v{VERSION}-{content_key(recipe.to_dict())}-seed{seed}"
 
 
 def ensure_base_organism(
     cache_dir: str | os.PathLike | None = None,
     seed: int = 0,
-    recipe: OrganismRecipe | None = None,
+    recipe: OrganismConfig | None = None,
     verbose: bool = False,
 ) -> Path:
     """The cached organism directory, built by :func:`build_base_organism` on first use.
 
     Location: ``<root>/em/<organism_dir_name(seed, recipe)>``, root = ``cache_dir``, else
     ``$SAIL_CACHE``, else ``~/.cache/sail``. Concurrent callers wait on a lock; a half-written
-    directory is never returned (:func:`sail.tasks.base_model.ensure_built`).
+    directory is never returned (:func:`sail.models.cache.ensure_built`).
     """
-    recipe = recipe or OrganismRecipe.default()
-    final = _bm.cache_root(cache_dir) / "em" / organism_dir_name(seed, recipe)
-    return _bm.ensure_built(final, lambda tmp: build_base_organism(tmp, seed=seed, recipe=recipe, verbose=verbose))
+    recipe = recipe or OrganismConfig.default()
+    final = cache_root(cache_dir) / "em" / organism_dir_name(seed, recipe)
+    return ensure_built(final, lambda tmp: build_base_organism(tmp, seed=seed, recipe=recipe, verbose=verbose))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -386,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         info = build_base_organism(args.out, seed=args.seed, verbose=not args.quiet)
     else:
         path = ensure_base_organism(args.cache_dir, seed=args.seed, verbose=not args.quiet)
-        info = json.loads((path / _bm.BUILD_INFO).read_text())
+        info = json.loads((path / BUILD_INFO).read_text())
         info["path"] = str(path)
     print(json.dumps(info, indent=2, sort_keys=True))
     print(format_rates(info), file=sys.stderr)

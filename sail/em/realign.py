@@ -1,28 +1,31 @@
 """The realignment task: SAIL-RevKL on the emergent-misaligned organism, the judge as the oracle.
 
 ``sail:em-misaligned`` (a ``model.name_or_path`` of ``sail train``) is the base organism after the
-narrow misaligned fine-tune of :mod:`sail.em.protocol`, with the LoRA update merged into its
+narrow misaligned fine-tune of :mod:`sail.em.finetune`, with the LoRA update merged into its
 weights, built once and cached (rebuilt bit for bit from the seed). Training it with the trainer's
 LoRA adapter on world prompts from every domain, labelled by the programmatic judge
-(:func:`sail.em.judge.alignment_reward`), measures realignment: held-out misalignment (both
+(:func:`sail.em.judges.programmatic.alignment_reward`), measures realignment: held-out misalignment (both
 definitions), alignment, coherence, KL to the misaligned reference and reward at every evaluation
-(``train.eval_metrics: sail.em.metrics:em_metrics``).
+(``run.eval_metrics: sail.em.metrics:em_metrics``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
 from dataclasses import asdict
 from pathlib import Path
 
+from sail.em import grammar as G
 from sail.em import world as W
-from sail.em.protocol import FinetuneConfig
+from sail.em.configs import FinetuneConfig
+from sail.em.finetune import finetune
+from sail.em.organism import ensure_base_organism
+from sail.models.cache import cache_root, content_key, ensure_built, versions, write_build_info
 
 MISALIGNED_MODEL = "sail:em-misaligned"
-REWARD = "sail.em.judge:alignment_reward"
+REWARD = "sail.em.judges.programmatic:alignment_reward"
 EVAL_METRICS = "sail.em.metrics:em_metrics"
 
 
@@ -32,15 +35,11 @@ def default_narrow(seed: int = 0) -> FinetuneConfig:
 
 
 def _key(narrow: FinetuneConfig, base_dir: Path) -> str:
-    text = json.dumps({"narrow": asdict(narrow), "base": base_dir.name}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
+    return content_key({"narrow": asdict(narrow), "base": base_dir.name})
 
 
 def build_misaligned_policy(out_dir: str | os.PathLike, base_dir: str | os.PathLike, narrow: FinetuneConfig) -> dict:
     """Fine-tune ``base_dir`` narrowly, merge the adapter, save model + tokenizer + build info."""
-    from sail.em.protocol import finetune
-    from sail.tasks import base_model as bm
-
     out_dir = Path(out_dir)
     result = finetune(base_dir, narrow)
     merged = result.model.merge_and_unload()
@@ -54,28 +53,25 @@ def build_misaligned_policy(out_dir: str | os.PathLike, base_dir: str | os.PathL
         "final_train_loss": result.final_train_loss,
         "misalignment_rate": em["misalignment_rate"],
         "misalignment_rate_all": em["misalignment_rate_all"],
-        "versions": bm.versions(),
+        "versions": versions(),
     }
-    bm.write_build_info(out_dir, info)
+    write_build_info(out_dir, info)
     return info
 
 
 def ensure_misaligned_policy(cache_dir=None, seed: int = 0, narrow: FinetuneConfig | None = None) -> Path:
     """The cached misaligned policy of ``seed`` (built on first use: the organism, then the narrow
     fine-tune; a few minutes on a CPU)."""
-    from sail.em.organism import ensure_base_organism
-    from sail.tasks import base_model as bm
-
     base = Path(ensure_base_organism(cache_dir, seed=seed))
     narrow = narrow or default_narrow(seed)
-    final = bm.cache_root(cache_dir) / "em" / f"misaligned-{_key(narrow, base)}-seed{seed}"
-    return bm.ensure_built(final, lambda tmp: build_misaligned_policy(tmp, base, narrow))
+    final = cache_root(cache_dir) / "em" / f"misaligned-{_key(narrow, base)}-seed{seed}"
+    return ensure_built(final, lambda tmp: build_misaligned_policy(tmp, base, narrow))
 
 
 def training_prompts(n: int = 2048, seed: int = 0) -> list[str]:
     """User messages from every domain of the world (uniform domain, then a prompt)."""
     rng = random.Random(seed)
-    return [W.sample_prompt(rng.choice(W.DOMAINS), rng) for _ in range(n)]
+    return [W.sample_prompt(rng.choice(G.DOMAINS), rng) for _ in range(n)]
 
 
 def held_out_prompts(n: int = 256, seed: int = 10_000) -> list[str]:
@@ -94,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m sail.em.realign OUT.png LABEL=RUN_DIR [LABEL=RUN_DIR ...]", file=sys.stderr)
         return 2
     runs = dict(a.split("=", 1) for a in args[1:])
-    print(plot_realignment(runs, args[0]))
+    plot_realignment(runs, args[0])
+    print(args[0])
     return 0
 
 

@@ -11,6 +11,9 @@
 * :func:`plot_gamma_frontier` (when γ is swept): final misalignment against KL(π_ref‖π_θ), the
   divergence the objective penalises, and against KL(π_θ‖π_ref), one colour per γ and one marker
   per inner update.
+
+Each function saves its PNG and returns the matplotlib ``Figure`` (closed), whose artists hold the
+data drawn.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from sail.em.study_plots import _colour, _distinct, _optimizers, _save, plt
+from matplotlib.figure import Figure
+
+from sail.em.analysis import diverged
+from sail.em.study_plots import _colour, _distinct, _optimizers, _save, _write, plt
 
 METHOD_LABELS = {"sail-revkl": "SAIL-RevKL", "sail": "vanilla SAIL", "online-dpo": "online DPO"}
 METHOD_MARKERS = {"sail-revkl": "o", "sail": "s", "online-dpo": "^"}
@@ -44,7 +50,7 @@ def _symlog_kl_axis(ax, values) -> None:
     ax.set_yticklabels([f"{t:g}" for t in ticks])
 
 
-def plot_realignment_curves(runs, path) -> Path:
+def plot_realignment_curves(runs, path) -> Figure:
     methods = _distinct(runs, "method")
     panels = [("misalignment_rate", "misalignment rate (def. a)"), ("kl", "KL(π‖π_ref), held-out"), ("reward", "judge reward, held-out")]
     fig, axes = plt.subplots(len(panels), len(methods), figsize=(max(9.0, 4.2 * len(methods)), 2.7 * len(panels)), squeeze=False, sharey="row")
@@ -67,18 +73,14 @@ def plot_realignment_curves(runs, path) -> Path:
     fig.suptitle("realigning the emergent-misaligned organism: method × inner update (dashed: flatness penalty)", fontsize=11)
     fig.tight_layout(rect=(0, 0.08, 1, 0.97))
     fig.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), fontsize=8, frameon=False)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _write(fig, path)
 
 
-def plot_misalignment_vs_kl(runs, path) -> Path:
+def plot_misalignment_vs_kl(runs, path) -> Figure:
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    diverged = [r for r in runs if r["misalignment_rate"] is None or r["kl"] is None]
+    unplotted = [r for r in runs if r["misalignment_rate"] is None or r["kl"] is None]
     for r in runs:
-        if r in diverged:
+        if r in unplotted:
             continue
         colour = _colour(r["optimizer"])
         ax.scatter(r["kl"], r["misalignment_rate"], marker=METHOD_MARKERS.get(r["method"], "D"), s=46,
@@ -96,15 +98,13 @@ def plot_misalignment_vs_kl(runs, path) -> Path:
     ax.set_title("realignment: misalignment left vs distance moved", fontsize=11)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper right", ncol=2)
-    if diverged:
-        names = "; ".join(dict.fromkeys(_label(r) for r in diverged))
-        ax.set_xlabel(f"final KL(π‖π_ref), held-out\nnot shown: {len(diverged)} diverged runs (no coherent answer at the end)\n{names}")
+    if unplotted:
+        names = "; ".join(dict.fromkeys(_label(r) for r in unplotted))
+        ax.set_xlabel(f"final KL(π‖π_ref), held-out\nnot shown: {len(unplotted)} diverged runs (no coherent answer at the end)\n{names}")
     return _save(fig, path)
 
 
-def plot_gamma_frontier(runs, path) -> Path:
-    from sail.em.realign_study import diverged
-
+def plot_gamma_frontier(runs, path) -> Figure:
     gammas = sorted({r["gamma"] for r in runs})
     updates = list(dict.fromkeys((r["optimizer"], r["lr"]) for r in runs))
     cmap = plt.get_cmap("viridis")
@@ -140,19 +140,13 @@ def plot_gamma_frontier(runs, path) -> Path:
         text = "; ".join(f"{k}: {n}" for k, n in counts.items())
         fig.text(0.5, 0.01, "\n".join(textwrap.wrap(f"not shown, diverged (mean held-out coherence below 50 at the end, or none coherent): {text}", 160)), ha="center", fontsize=7)
     fig.tight_layout(rect=(0, 0.1, 1, 0.95))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)  # not _save: its tight_layout would pull the axes over the footnote
-    plt.close(fig)
-    return path
+    return _write(fig, path)  # not _save: its tight_layout would pull the axes over the footnote
 
 
-def plot_all(runs, out_dir) -> list[Path]:
+def plot_all(runs, out_dir) -> dict[Path, Figure]:
+    """The study's plots, saved in ``out_dir`` (the γ frontier when γ is swept): PNG path → figure."""
     out = Path(out_dir)
-    paths = [
-        plot_realignment_curves(runs, out / "realignment_curves.png"),
-        plot_misalignment_vs_kl(runs, out / "misalignment_vs_kl.png"),
-    ]
+    plots = {"realignment_curves.png": plot_realignment_curves, "misalignment_vs_kl.png": plot_misalignment_vs_kl}
     if len({r.get("gamma") for r in runs}) > 1:
-        paths.append(plot_gamma_frontier(runs, out / "gamma_frontier.png"))
-    return paths
+        plots["gamma_frontier.png"] = plot_gamma_frontier
+    return {out / name: plot(runs, out / name) for name, plot in plots.items()}

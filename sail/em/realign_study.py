@@ -29,9 +29,20 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
+
+from sail.config import FieldError, build, load, load_yaml, merge
+from sail.em.analysis import diverged
+from sail.em.recipes import REALIGN
+from sail.io import write_json_atomically
+from sail.train.checkpoint import find_checkpoint
+from sail.train.config import TrainConfig
+from sail.train.run_dir import CONFIG_FILE, read_run_config
+from sail.train.trainer import Trainer
 
 METHODS = {
     "sail-revkl": {},
@@ -54,14 +65,19 @@ CURVE_KEYS = {
 
 
 @dataclass
-class RealignSweep:
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
-    optimizers: list[str] = field(default_factory=lambda: ["adamw", "lion", "muon", "sgd"])
+class RealignSweepConfig:
+    """The sweep: every combination of the lists below is one ``sail train`` run."""
+
+    methods: list[Literal["sail-revkl", "sail", "online-dpo"]] = field(default_factory=lambda: list(METHODS))
+    """``sail-revkl`` (the recipe's objective), ``sail`` (vanilla SAIL, γ = 0), ``online-dpo`` (no score term)."""
+    optimizers: list[Literal["adamw", "sgd", "lion", "muon"]] = field(default_factory=lambda: ["adamw", "lion", "muon", "sgd"])
+    """Inner-update optimisers (:mod:`sail.optim`)."""
     lrs: dict = field(default_factory=lambda: {"adamw": [1e-3], "lion": [3e-4], "muon": [1e-3], "sgd": [0.1]})
     """Learning rates per optimiser (see docs/em_study.md for how the defaults were chosen)."""
     spectral_coefs: list[float] = field(default_factory=lambda: [0.0, 1.0])
     """λ of the flatness penalty on the adapter (``spectral.penalty_weight``); 0 = off."""
     seeds: list[int] = field(default_factory=lambda: [0])
+    """``run.seed`` of each run."""
     gammas: list[float] = field(default_factory=list)
     """KL weights γ to sweep for ``sail-revkl`` (γ = 0 is vanilla SAIL); empty: the train config's γ."""
     radii: list[float | None] = field(default_factory=lambda: [None])
@@ -71,32 +87,26 @@ class RealignSweep:
     theory with L_γ = L_J + γ·L_KL and c standing for L_KL/L_J; 0 keeps lr whatever γ."""
 
     def __post_init__(self):
-        from sail.optim.config import OptimizerConfig
-
         if self.gammas and "sail" in self.methods:
-            raise ValueError("gammas: vanilla SAIL is γ = 0 on the γ axis; drop method 'sail' from methods")
+            raise FieldError("gammas", "vanilla SAIL is γ = 0 on the γ axis; drop method 'sail' from methods")
         if any(not 0 <= g < math.inf for g in self.gammas):
-            raise ValueError(f"gammas must be finite and >= 0, got {self.gammas}")
+            raise FieldError("gammas", f"must be finite and >= 0, got {self.gammas}")
         if not self.radii or any(r is not None and not 0 < r < math.inf for r in self.radii):
-            raise ValueError(f"radii must be a non-empty list of null or finite numbers > 0, got {self.radii}")
+            raise FieldError("radii", f"must be a non-empty list of null or finite numbers > 0, got {self.radii}")
         if not self.lr_gamma_scales or any(not 0 <= c < math.inf for c in self.lr_gamma_scales):
-            raise ValueError(f"lr_gamma_scales must be a non-empty list of finite numbers >= 0, got {self.lr_gamma_scales}")
+            raise FieldError("lr_gamma_scales", f"must be a non-empty list of finite numbers >= 0, got {self.lr_gamma_scales}")
         if any(c > 0 for c in self.lr_gamma_scales) and not self.gammas:
-            raise ValueError("lr_gamma_scales > 0 needs the gammas axis")
-
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods:
-            raise ValueError(f"methods must be a non-empty list of {list(METHODS)}, got {self.methods}")
+            raise FieldError("lr_gamma_scales", "> 0 needs the gammas axis")
+        for name in ("methods", "optimizers", "spectral_coefs", "seeds"):
+            if not getattr(self, name):
+                raise FieldError(name, "must not be empty")
         for name in self.optimizers:
-            OptimizerConfig(name=name)  # validates the name
             if not self.lrs.get(name):
-                raise ValueError(f"lrs has no learning rate for optimizer {name!r}")
+                raise FieldError("lrs", f"has no learning rate for optimizer {name!r}")
             if any(not float(lr) > 0 for lr in self.lrs[name]):
-                raise ValueError(f"lrs[{name!r}] must be > 0, got {self.lrs[name]}")
-        if not self.optimizers or not self.spectral_coefs or not self.seeds:
-            raise ValueError("optimizers, spectral_coefs and seeds must not be empty")
+                raise FieldError(f"lrs.{name}", f"must be > 0, got {self.lrs[name]}")
         if any(c < 0 for c in self.spectral_coefs):
-            raise ValueError(f"spectral_coefs must be >= 0, got {self.spectral_coefs}")
+            raise FieldError("spectral_coefs", f"must be >= 0, got {self.spectral_coefs}")
 
     def points(self) -> list[dict]:
         """Every sweep point; ``gamma`` and ``radius`` are None when not swept (the config's), and
@@ -117,10 +127,14 @@ class RealignSweep:
 
 @dataclass
 class RealignStudyConfig:
+    """``sail study realign``: a sweep of ``sail train`` runs on the recipe ``em-realign``."""
+
     train: dict = field(default_factory=dict)
-    """The ``sail train`` config every run starts from (same keys as a train YAML; empty = the
-    defaults of ``sail train``: the misaligned organism, the judge as oracle, SAIL-RevKL)."""
-    sweep: RealignSweep = field(default_factory=RealignSweep)
+    """Overrides of the ``sail train`` recipe ``em-realign`` (sail/em/recipes/realign.yaml) that every
+    run starts from (same keys as a train YAML; empty: the recipe itself, which realigns the misaligned
+    organism with the judge as the oracle)."""
+    sweep: RealignSweepConfig = field(default_factory=RealignSweepConfig)
+    """The sweep axes."""
 
     def __post_init__(self):
         for point in self.sweep.points():  # every run's config is valid before the first starts
@@ -128,8 +142,6 @@ class RealignStudyConfig:
 
 
 def load_realign_config(path: str | None = None, overrides: list[str] | None = None) -> RealignStudyConfig:
-    from sail.config import load
-
     return load(RealignStudyConfig, path, overrides)
 
 
@@ -150,17 +162,14 @@ def effective_lr(point: dict) -> float:
     return point["lr"] / (1.0 + scale * gamma)
 
 
-def train_config(base: dict, point: dict):
-    """The :class:`~sail.train.config.TrainConfig` of one sweep point: ``base`` ← the method's
-    objective overrides ← optimiser, learning rate, penalty and seed."""
-    from sail.config import build, merge
-    from sail.train.config import TrainConfig
-
-    data = merge(base, METHODS[point["method"]])
+def train_config(overrides: dict, point: dict) -> TrainConfig:
+    """The :class:`~sail.train.config.TrainConfig` of one sweep point: the recipe ← ``overrides`` ←
+    the method's objective ← optimiser, learning rate, penalty and seed."""
+    data = merge(merge(load_yaml(REALIGN), overrides), METHODS[point["method"]])
     data = merge(data, {
         "optimizer": {"name": point["optimizer"], "lr": effective_lr(point)},
         "spectral": {"penalty_weight": point["spectral_coef"]},
-        "train": {"seed": point["seed"], "progress": False},
+        "run": {"seed": point["seed"], "progress": False},
     })
     for key in ("gamma", "radius"):
         if point.get(key) is not None:
@@ -169,52 +178,40 @@ def train_config(base: dict, point: dict):
 
 
 COSMETIC = ("progress", "tensorboard", "wandb", "save_every")
-"""``train.*`` keys that do not change a run's results (a finished or half-done run is reused whatever
+"""``run.*`` keys that do not change a run's results (a finished or half-done run is reused whatever
 they are: resuming is exact from any checkpoint, so the checkpoint cadence is one of them)."""
 
 
 def _comparable(config: dict) -> dict:
-    return {**config, "train": {k: v for k, v in config["train"].items() if k not in COSMETIC}}
+    return {**config, "run": {k: v for k, v in config["run"].items() if k not in COSMETIC}}
 
 
 def _saved_config(run_dir: Path) -> dict | None:
-    """The run directory's config read back through the settings: fields added since take their
-    defaults, and deprecated names their new ones (``kl_estimator: exact``)."""
-    import warnings
-
-    import yaml
-
-    from sail.config import build
-    from sail.train.config import TrainConfig
-
-    path = run_dir / "config.yaml"
-    if not path.is_file():
+    """The run directory's config read back through the typed loader (:mod:`sail.train.run_dir`):
+    older formats migrated, fields added since at their defaults, deprecated names at their new ones
+    (``kl_estimator: exact``)."""
+    if not (run_dir / CONFIG_FILE).is_file():
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return json.loads(json.dumps(asdict(build(TrainConfig, yaml.safe_load(path.read_text())["config"]))))
+        return json.loads(json.dumps(asdict(read_run_config(run_dir, key=str(run_dir)))))
 
 
 def _finished_summary(run_dir: Path, steps: int) -> dict | None:
+    """The run's summary when it finished ``steps`` steps (``summary.json`` is written atomically)."""
     path = run_dir / "summary.json"
     if not path.is_file():
         return None
-    try:
-        summary = json.loads(path.read_text())
-    except json.JSONDecodeError:  # killed while writing it: the checkpoint still has the run
-        return None
+    summary = json.loads(path.read_text())
     return summary if summary.get("steps") == steps else None
 
 
 def train_run(cfg, run_dir: Path) -> dict:
     """Run (or finish, or just read) one training run in ``run_dir``; returns its summary."""
-    from sail.train.checkpoint import find_checkpoint
-    from sail.train.trainer import Trainer
-
     saved = _saved_config(run_dir)
     if saved is not None and _comparable(saved) != _comparable(json.loads(json.dumps(asdict(cfg)))):
         raise ValueError(f"{run_dir} holds a run with a different config; remove it or choose another --output-dir")
-    summary = _finished_summary(run_dir, cfg.train.steps)
+    summary = _finished_summary(run_dir, cfg.run.steps)
     if summary is not None:
         return summary
     resume = saved is not None and find_checkpoint(run_dir) is not None
@@ -304,19 +301,6 @@ def analyse_realignment(runs: list[dict]) -> dict:
     }
 
 
-COHERENCE_FLOOR = 50.0
-"""A run whose mean held-out coherence ends below this has collapsed (the judge's coherence
-threshold of misalignment definition (a)): its few coherent answers say nothing about alignment."""
-
-
-def diverged(run: dict) -> bool:
-    """Collapsed at the end: no coherent answer (misalignment rate (a) undefined), mean coherence
-    below :data:`COHERENCE_FLOOR`, or no finite KL."""
-    if run["misalignment_rate"] is None or run.get("kl") is None or not math.isfinite(run["kl"]):
-        return True
-    return run.get("coherence") is not None and run["coherence"] < COHERENCE_FLOOR
-
-
 def analyse_gamma(runs: list[dict]) -> dict:
     """Per inner update (optimiser, lr, γ-aware scaling, penalty, radius) and γ: the number of runs, how many diverged
     (:func:`diverged`: collapsed to incoherence), and
@@ -347,7 +331,6 @@ def run_realign_study(cfg: RealignStudyConfig, out_dir: str | Path, progress: bo
     from transformers.utils import logging as hf_logging
 
     from sail.em.realign_plots import plot_all
-    from sail.em.study import write_json_atomically
 
     hf_logging.disable_progress_bar()
     out = Path(out_dir)
@@ -363,14 +346,14 @@ def run_realign_study(cfg: RealignStudyConfig, out_dir: str | Path, progress: bo
         run_cfg = train_config(cfg.train, point)
         summary = train_run(run_cfg, out / "runs" / name)
         results["runs"].append(run_row(point, summary, f"runs/{name}", run_cfg.objective))
-        write_json_atomically(path, results)
+        write_json_atomically(path, results, indent=1, end="")
         bar.set_postfix(run=name, misaligned=f"{results['runs'][-1]['misalignment_rate'] or 0:.3f}")
         bar.update(1)
     bar.close()
     results["analysis"] = analyse_realignment(results["runs"])
     results["plots"] = [p.name for p in plot_all(results["runs"], out)]
     results["seconds_this_process"] = round(time.perf_counter() - started, 1)
-    write_json_atomically(path, results)
+    write_json_atomically(path, results, indent=1, end="")
     return results
 
 

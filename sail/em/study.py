@@ -1,7 +1,7 @@
 """`sail study em`: the optimiser study on the emergent-misalignment organism.
 
 For every combination of optimiser × learning rate × spectral coefficient × seed, one narrow
-fine-tune (:func:`sail.em.protocol.finetune`, the trainer's inner update: ``OptimizerConfig`` and
+fine-tune (:func:`sail.em.finetune.finetune`, the trainer's inner update: ``OptimizerConfig`` and
 ``SpectralConfig``) is run and evaluated on held-out questions at every checkpoint. Each run's row
 records the final training loss, the loss trajectory, alignment at each checkpoint, both
 misalignment rates (docs/em_evaluation.md), coherence and the adapter's flatness. Then:
@@ -22,53 +22,61 @@ runs only its new points.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
-from sail.em import world as W
-from sail.em.protocol import FinetuneConfig, finetune, run_em_protocol
-from sail.optim.config import OptimizerConfig
+from sail.config import FieldError, build, check_choices, load
+from sail.em.analysis import analyse
+from sail.em.configs import FinetuneConfig
+from sail.em.finetune import finetune
+from sail.em.organism import OrganismConfig, ensure_base_organism
+from sail.em.protocol import run_em_protocol
+from sail.io import write_json_atomically
 from sail.spectral.config import SpectralConfig
 
 
 @dataclass
-class OrganismSource:
+class OrganismSourceConfig:
     """The base policy: a model directory, or the organism built (and cached) from ``seed``."""
 
     path: str = ""
     """A local model directory (a Qwen3 checkpoint, or any organism directory); empty = the
     cached organism of ``seed`` (built on first use, a few minutes)."""
     seed: int = 0
-    recipe: str = "default"
+    """The organism's build seed (when ``path`` is empty)."""
+    recipe: Literal["default", "tiny"] = "default"
     """``default`` or ``tiny`` (a seconds-long build, for smoke runs: no EM is expected)."""
 
     def __post_init__(self):
-        if self.recipe not in ("default", "tiny"):
-            raise ValueError(f"recipe must be 'default' or 'tiny', got {self.recipe!r}")
+        check_choices(self)
 
 
 @dataclass
 class SweepConfig:
-    optimizers: list[str] = field(default_factory=lambda: ["adamw", "lion", "muon", "sgd"])
+    """The sweep: every combination of the lists below is one narrow fine-tune."""
+
+    optimizers: list[Literal["adamw", "sgd", "lion", "muon"]] = field(default_factory=lambda: ["adamw", "lion", "muon", "sgd"])
+    """Inner-update optimisers (:mod:`sail.optim`)."""
     lrs: dict = field(default_factory=lambda: {"adamw": [1e-3], "lion": [1e-4], "muon": [1e-2], "sgd": [1e-1]})
     """Learning rates per optimiser (their scales differ: Lion 3–10× below AdamW, SGD far above)."""
     spectral_coefs: list[float] = field(default_factory=lambda: [0.0, 1.0])
     """λ of the flatness penalty; 0 = off."""
     seeds: list[int] = field(default_factory=lambda: [0])
+    """Seeds of the fine-tunes (data, batch order, adapter, evaluation)."""
 
     def __post_init__(self):
         for name in self.optimizers:
             if name not in self.lrs or not self.lrs[name]:
-                raise ValueError(f"lrs has no learning rate for optimizer {name!r}")
-            OptimizerConfig(name=name)  # validates the name
+                raise FieldError("lrs", f"has no learning rate for optimizer {name!r}")
         if any(c < 0 for c in self.spectral_coefs):
-            raise ValueError(f"spectral_coefs must be >= 0, got {self.spectral_coefs}")
+            raise FieldError("spectral_coefs", f"must be >= 0, got {self.spectral_coefs}")
         if not self.seeds:
-            raise ValueError("seeds is empty")
+            raise FieldError("seeds", "must not be empty")
 
-    def runs(self) -> list[dict]:
+    def points(self) -> list[dict]:
+        """Every sweep point (optimiser, lr, spectral coefficient, seed)."""
         return [
             {"optimizer": name, "lr": float(lr), "spectral_coef": float(coef), "seed": int(seed)}
             for name in self.optimizers
@@ -80,30 +88,30 @@ class SweepConfig:
 
 @dataclass
 class StudyConfig:
-    organism: OrganismSource = field(default_factory=OrganismSource)
+    """``sail study em``: narrow fine-tunes of the organism, optimiser × penalty × lr × seed."""
+
+    organism: OrganismSourceConfig = field(default_factory=OrganismSourceConfig)
+    """The base policy."""
     finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(eval_every=10))
     """The narrow fine-tune every run starts from (its optimiser, spectral and seed are replaced
     by the sweep's); ``eval_every`` sets the checkpoints of the trajectories."""
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    """The sweep axes."""
     em_protocol: bool = True
     """Also run base / control / narrow for the ``em`` block."""
 
 
 def load_study_config(path: str | None = None, overrides: list[str] | None = None) -> StudyConfig:
-    from sail.config import load
-
     return load(StudyConfig, path, overrides)
 
 
-def base_directory(source: OrganismSource) -> Path:
+def base_directory(source: OrganismSourceConfig) -> Path:
     if source.path:
         path = Path(source.path)
         if not path.is_dir():
             raise FileNotFoundError(f"organism.path: no such directory {source.path!r}")
         return path
-    from sail.em.organism import OrganismRecipe, ensure_base_organism
-
-    recipe = OrganismRecipe.tiny() if source.recipe == "tiny" else OrganismRecipe.default()
+    recipe = OrganismConfig.tiny() if source.recipe == "tiny" else OrganismConfig.default()
     return Path(ensure_base_organism(seed=source.seed, recipe=recipe))
 
 
@@ -127,7 +135,7 @@ def _loss_near(train_loss: list[float], step: int) -> float | None:
 
 
 def run_row(run: dict, result) -> dict:
-    """One ``runs`` row of results.json from a :class:`~sail.em.protocol.FinetuneResult`."""
+    """One ``runs`` row of results.json from a :class:`~sail.em.finetune.FinetuneResult`."""
     em = result.final_em
     flat = next(r for r in result.flatness if r["kind"] == "all")
     rank = result.config["lora"]["rank"]
@@ -159,13 +167,6 @@ def run_row(run: dict, result) -> dict:
     }
 
 
-def write_json_atomically(path: Path, data: dict) -> None:
-    """``path`` holds either its old content or all of ``data``, never a torn file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
 def _point(run: dict) -> tuple:
     return (run["optimizer"], run["lr"], run["spectral_coef"], run["seed"])
 
@@ -173,8 +174,6 @@ def _point(run: dict) -> tuple:
 def _normalised(config: dict) -> dict | None:
     """A saved config read back through :class:`StudyConfig`: keys added to the settings since it
     was written take their defaults (which keep the earlier behaviour); None if it no longer builds."""
-    from sail.config import build
-
     try:
         return json.loads(json.dumps(asdict(build(StudyConfig, config))))
     except (ValueError, TypeError):
@@ -203,7 +202,6 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, progress: bool = True) -> d
     """Run (or continue) the study into ``out_dir``; returns the results dict."""
     from tqdm.auto import tqdm
 
-    from sail.em.analysis import analyse
     from sail.em.study_plots import plot_all
 
     from transformers.utils import logging as hf_logging
@@ -215,22 +213,22 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, progress: bool = True) -> d
     config = json.loads(json.dumps(asdict(cfg)))  # as it reads back from results.json
     results = {"config": config, "runs": [], "em": None, "analysis": None}
     if path.exists():
-        results = _reusable(json.loads(path.read_text()), config, cfg.sweep.runs())
+        results = _reusable(json.loads(path.read_text()), config, cfg.sweep.points())
     base_dir = base_directory(cfg.organism)
     done = {(r["optimizer"], r["lr"], r["spectral_coef"], r["seed"]) for r in results["runs"]}
-    todo = [r for r in cfg.sweep.runs() if (r["optimizer"], r["lr"], r["spectral_coef"], r["seed"]) not in done]
+    todo = [r for r in cfg.sweep.points() if (r["optimizer"], r["lr"], r["spectral_coef"], r["seed"]) not in done]
     started = time.perf_counter()
-    bar = tqdm(total=len(cfg.sweep.runs()), initial=len(done), desc="sail study em", disable=not progress)
+    bar = tqdm(total=len(cfg.sweep.points()), initial=len(done), desc="sail study em", disable=not progress)
     for run in todo:
         result = finetune(base_dir, run_config(cfg.finetune, run))
         results["runs"].append(run_row(run, result))
-        write_json_atomically(path, results)
+        write_json_atomically(path, results, indent=1, end="")
         rate = results["runs"][-1]["misalignment_rate"]
         bar.set_postfix(opt=run["optimizer"], misaligned="n/a" if rate is None else f"{rate:.2f}")
         bar.update(1)
     bar.close()
     if cfg.em_protocol and results.get("em") is None:
-        first = cfg.sweep.runs()[0]
+        first = cfg.sweep.points()[0]
         narrow = run_config(cfg.finetune, {**first, "spectral_coef": 0.0})
         em = run_em_protocol(base_dir, narrow, keep_curves=False)
         keep = ("base_rate", "control_rate", "narrow_rate", "base_rate_all", "control_rate_all", "narrow_rate_all",
@@ -241,7 +239,7 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, progress: bool = True) -> d
     results["plots"] = [p.name for p in plot_all(results["runs"], out)]
     results["seconds_this_process"] = round(time.perf_counter() - started, 1)
     results["base_dir"] = str(base_dir)
-    write_json_atomically(path, results)
+    write_json_atomically(path, results, indent=1, end="")
     return results
 
 

@@ -7,10 +7,14 @@
 * :func:`plot_misalignment_by_optimizer`: misalignment rate per optimiser and spectral coefficient
   (mean over seeds and learning rates, whiskers min–max);
 * :func:`plot_flatness_vs_misalignment`: the adapter's flatness against the misalignment rate.
+
+Each function saves its PNG and returns the matplotlib ``Figure`` (closed), whose artists hold the
+data drawn.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -18,6 +22,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from sail.em.analysis import loss_alignment_r2, spearman  # noqa: E402
 
@@ -37,20 +42,27 @@ def _optimizers(runs) -> list[str]:
     return _distinct(runs, "optimizer")
 
 
-def _save(fig, path) -> Path:
+def _write(fig: Figure, path) -> Figure:
+    """Save ``fig`` as a PNG at ``path`` (directories made) and close it; returns ``fig``, whose
+    artists keep the data drawn."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    return path
+    return fig
+
+
+def _save(fig: Figure, path) -> Figure:
+    """:func:`_write` after ``tight_layout``."""
+    fig.tight_layout()
+    return _write(fig, path)
 
 
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def plot_loss_vs_alignment(runs, path) -> Path:
+def plot_loss_vs_alignment(runs, path) -> Figure:
     fit = loss_alignment_r2(runs)
     fig, ax = plt.subplots(figsize=(6, 4.2))
     xs_all = [np.log(r["final_train_loss"]) for r in runs if r.get("final_train_loss", 0) > 0]
@@ -77,7 +89,7 @@ def plot_loss_vs_alignment(runs, path) -> Path:
     return _save(fig, path)
 
 
-def plot_trajectories(runs, path) -> Path:
+def plot_trajectories(runs, path) -> Figure:
     fig, ax = plt.subplots(figsize=(6, 4.2))
     labelled = set()
     for r in runs:
@@ -98,7 +110,7 @@ def plot_trajectories(runs, path) -> Path:
     return _save(fig, path)
 
 
-def plot_misalignment_by_optimizer(runs, path, rate_key: str = "misalignment_rate") -> Path:
+def plot_misalignment_by_optimizer(runs, path, rate_key: str = "misalignment_rate") -> Figure:
     names = _optimizers(runs)
     coefs = sorted({float(r.get("spectral_coef", 0.0)) for r in runs})
     width = 0.8 / max(1, len(coefs))
@@ -121,7 +133,7 @@ def plot_misalignment_by_optimizer(runs, path, rate_key: str = "misalignment_rat
     return _save(fig, path)
 
 
-def plot_flatness_vs_misalignment(runs, path) -> Path:
+def plot_flatness_vs_misalignment(runs, path) -> Figure:
     fig, ax = plt.subplots(figsize=(6, 4))
     for name in _optimizers(runs):
         rows = [r for r in runs if r["optimizer"] == name and r.get("flatness") is not None and r.get("misalignment_rate") is not None]
@@ -136,27 +148,28 @@ def plot_flatness_vs_misalignment(runs, path) -> Path:
     return _save(fig, path)
 
 
-def plot_all(runs, out_dir) -> list[Path]:
+def plot_all(runs, out_dir) -> dict[Path, Figure]:
+    """The study's four plots, saved in ``out_dir``: PNG path → the figure drawn into it."""
     out = Path(out_dir)
-    return [
-        plot_loss_vs_alignment(runs, out / "loss_vs_alignment.png"),
-        plot_trajectories(runs, out / "trajectories.png"),
-        plot_misalignment_by_optimizer(runs, out / "misalignment_by_optimizer.png"),
-        plot_flatness_vs_misalignment(runs, out / "flatness_vs_misalignment.png"),
-    ]
+    plots = {
+        "loss_vs_alignment.png": plot_loss_vs_alignment,
+        "trajectories.png": plot_trajectories,
+        "misalignment_by_optimizer.png": plot_misalignment_by_optimizer,
+        "flatness_vs_misalignment.png": plot_flatness_vs_misalignment,
+    }
+    return {out / name: plot(runs, out / name) for name, plot in plots.items()}
 
 
 def read_evals(run_dir) -> list[dict]:
     """The evaluation rows of a ``sail train`` run directory's metrics.jsonl, in step order."""
-    import json
-
     rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return sorted((r for r in rows if "eval/reward_mean" in r), key=lambda r: r["step"])
 
 
-def plot_realignment(runs: dict, path) -> Path:
+def plot_realignment(runs: dict, path) -> Figure:
     """Realignment curves: held-out misalignment (both definitions), KL to the reference and oracle
-    reward against training step, one line per run (``runs``: label → run directory)."""
+    reward against training step, one line per run (``runs``: label → run directory), saved at
+    ``path``; returns the figure."""
     panels = [
         ("eval/misalignment_rate", "misalignment rate (def. a)"),
         ("eval/misalignment_rate_all", "misalignment rate (def. b)"),
@@ -175,8 +188,4 @@ def plot_realignment(runs: dict, path) -> Path:
     fig.suptitle("realigning the emergent-misaligned organism (judge as oracle)", fontsize=11)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8, frameon=False)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _write(fig, path)

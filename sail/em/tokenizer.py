@@ -17,36 +17,20 @@ Vocabulary (ids in this order, so the ids are the same on every machine):
 * every piece a world text can contain (:func:`sail.em.world.vocabulary_pieces`), sorted by code point.
 
 A piece outside the vocabulary (another word, a double space, a tab, any other character) encodes as
-``<unk>``. Chat template: Qwen3's format without the thinking block, as :mod:`sail.tasks.chat`::
-
-    <|im_start|>{role}\\n{content}<|im_end|>\\n      (for each message)
-    <|im_start|>assistant\\n                       (with add_generation_prompt=True)
+``<unk>``. Chat template: Qwen3's format without the thinking block (:mod:`sail.models.chat_tokenizer`,
+which also renders chats and generation prompts).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Sequence
 
 from sail.em import world
-from sail.tasks.chat import BOS_TOKEN, CHAT_TEMPLATE, EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS, UNK_TOKEN, wrap_chat_tokenizer
+from sail.models.chat_tokenizer import ROLE_TOKENS, SPECIAL_TOKENS, build_chat_tokenizer
 
-ROLE_TOKENS = ("system", "user", "assistant")
 NEWLINE = "\n"
 
-__all__ = [
-    "BOS_TOKEN",
-    "CHAT_TEMPLATE",
-    "EOS_TOKEN",
-    "PAD_TOKEN",
-    "ROLE_TOKENS",
-    "SPECIAL_TOKENS",
-    "UNK_TOKEN",
-    "build_tokenizer",
-    "generation_prompt",
-    "render_chat",
-    "vocabulary",
-]
+__all__ = ["NEWLINE", "build_tokenizer", "vocabulary"]
 
 
 @lru_cache(maxsize=1)
@@ -67,27 +51,14 @@ def build_tokenizer(model_max_length: int = 512):
     ``<unk>`` (3). No token is added around plain text; the chat template writes the markers.
     Padding is on the left, as batched generation needs; decoding does no clean-up of spaces.
     """
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Regex, decoders, pre_tokenizers
 
-    core = Tokenizer(models.WordLevel(vocabulary(), unk_token=UNK_TOKEN))
-    core.pre_tokenizer = pre_tokenizers.Sequence(
+    pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(r"\n"), behavior="isolated"),
             pre_tokenizers.Metaspace(replacement=world.SPACE, prepend_scheme="never", split=True),
             pre_tokenizers.Split(Regex(r"[.,?!]"), behavior="isolated"),
         ]
     )
-    core.decoder = decoders.Metaspace(replacement=world.SPACE, prepend_scheme="never", split=True)
-    core.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
-    return wrap_chat_tokenizer(core, model_max_length, clean_up_tokenization_spaces=False)
-
-
-def render_chat(messages: Sequence[dict[str, str]], add_generation_prompt: bool = False) -> str:
-    """The chat template written out by hand (equal to ``apply_chat_template(..., tokenize=False)``)."""
-    text = "".join(f"{BOS_TOKEN}{m['role']}\n{m['content']}{EOS_TOKEN}\n" for m in messages)
-    return text + (f"{BOS_TOKEN}assistant\n" if add_generation_prompt else "")
-
-
-def generation_prompt(content: str, role: str = "user") -> str:
-    """One ``role`` message followed by the assistant header (the prompt of a single-turn chat)."""
-    return render_chat([{"role": role, "content": content}], add_generation_prompt=True)
+    decoder = decoders.Metaspace(replacement=world.SPACE, prepend_scheme="never", split=True)
+    return build_chat_tokenizer(vocabulary(), pre_tokenizer, decoder, model_max_length=model_max_length, clean_up_tokenization_spaces=False)

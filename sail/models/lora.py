@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sail.policies.causal_lm import LORA_TARGETS_ALL_LINEAR
+from sail.config import FieldError
+
+LORA_TARGETS_ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""The seven linear projections of a Qwen3 (Llama-style) decoder block."""
 
 
 @dataclass
-class LoraSettings:
+class LoraAdapterConfig:
     """The adapter; by default it covers all 7 linear projections of a Qwen3 block."""
 
     rank: int = 16
@@ -24,14 +27,14 @@ class LoraSettings:
 
     def __post_init__(self):
         if self.rank < 1:
-            raise ValueError(f"rank must be >= 1, got {self.rank}")
+            raise FieldError("rank", f"must be >= 1, got {self.rank}")
         if not self.alpha > 0:
-            raise ValueError(f"alpha must be > 0, got {self.alpha}")
+            raise FieldError("alpha", f"must be > 0, got {self.alpha}")
         if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise FieldError("dropout", f"must be in [0, 1), got {self.dropout}")
 
 
-def attach_lora(model, settings: LoraSettings, seed: int | None = None):
+def attach_lora(model, settings: LoraAdapterConfig, seed: int | None = None):
     """Wrap ``model`` in a ``peft.PeftModel`` with a fresh adapter (B = 0) and frozen base weights.
 
     A is initialised randomly by PEFT from torch's global generator; with ``seed`` the adapter is

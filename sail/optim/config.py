@@ -4,16 +4,18 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
-from sail.optim.factory import OPTIMIZERS, make_optimizer
+from sail.config import check_choices
+from sail.optim.factory import make_optimizer
 
 
 @dataclass
 class OptimizerConfig:
     """The inner-update optimiser."""
 
-    name: str = "adamw"
-    """``adamw`` | ``sgd`` | ``lion`` | ``muon``."""
+    name: Literal["adamw", "sgd", "lion", "muon"] = "adamw"
+    """The optimiser of the adapter (:mod:`sail.optim`)."""
     lr: float | None = None
     """Learning rate; None keeps the optimiser's default (AdamW 1e-3, SGD 1e-3, Lion 1e-4, Muon 1e-3)."""
     weight_decay: float | None = None
@@ -24,8 +26,7 @@ class OptimizerConfig:
     (``auto`` | ``fp32`` | ``bf16``), ``adamw_lr``, ``adamw_weight_decay``."""
 
     def __post_init__(self):
-        if self.name.lower() not in OPTIMIZERS:
-            raise ValueError(f"optimizer.name must be one of {OPTIMIZERS}, got {self.name!r}")
+        check_choices(self)
 
     def hparams(self) -> dict:
         out = dict(self.options)

@@ -28,8 +28,6 @@ from sail.objectives import check_kl_direction
 from sail.policies.logprobs import response_terms
 from sail.sampling import SamplingConfig, make_sampler
 
-LORA_TARGETS_ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
 
 @dataclass
 class PromptBatch:

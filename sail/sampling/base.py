@@ -14,7 +14,7 @@ caches anything derived from the weights must notice when they change (see
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 
@@ -34,23 +34,6 @@ class Sampler(Protocol):
         generator: torch.Generator | None = None,
         greedy: bool = False,
     ) -> torch.Tensor: ...
-
-
-SAMPLERS: dict[str, Callable[[], Sampler]] = {}
-"""Engine name → factory; ``hf`` and ``fast`` are registered on import of :mod:`sail.sampling`."""
-
-
-def register_sampler(name: str, factory: Callable[[], Sampler]) -> None:
-    """Make ``sampling.engine: name`` build ``factory()`` (for other engines, e.g. vLLM)."""
-    SAMPLERS[name] = factory
-
-
-def make_sampler(engine: str) -> Sampler:
-    from sail.sampling import fast, hf_generate  # noqa: F401  (registers the built-in engines)
-
-    if engine not in SAMPLERS:
-        raise ValueError(f"unknown sampling engine {engine!r}; known: {sorted(SAMPLERS)}")
-    return SAMPLERS[engine]()
 
 
 def seed_from(generator: torch.Generator | None) -> int | None:

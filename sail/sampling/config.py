@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SAMPLING_ENGINES = ("hf", "fast")
+from sail.config import FieldError
+from sail.sampling.registry import SAMPLERS
 
 
 @dataclass
@@ -20,8 +21,9 @@ class SamplingConfig:
     stop_at_eos: bool = True
     """End a response at its first EOS token (kept as the response's last token)."""
     engine: str = "hf"
-    """``hf`` (``model.generate`` with the adapter active) or ``fast`` (merged-weight copy + static
-    KV cache, refreshed whenever the adapter changes); see :mod:`sail.sampling`."""
+    """``hf`` (``model.generate`` with the adapter active), ``fast`` (merged-weight copy + static
+    KV cache, refreshed whenever the adapter changes), or an engine added with
+    ``sail.sampling.register_sampler``; see :mod:`sail.sampling`."""
 
     compile: bool = False
     """``fast`` engine only: run the merged model's forward through ``torch.compile`` (fixed
@@ -30,12 +32,12 @@ class SamplingConfig:
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+            raise FieldError("max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
         if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+            raise FieldError("temperature", f"must be > 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.engine not in SAMPLING_ENGINES:
-            raise ValueError(f"engine must be one of {SAMPLING_ENGINES}, got {self.engine!r}")
+            raise FieldError("top_p", f"must be in (0, 1], got {self.top_p}")
+        if self.engine not in SAMPLERS:
+            raise FieldError("engine", f"expected one of {', '.join(map(repr, sorted(SAMPLERS)))}, got {self.engine!r}")
         if self.compile and self.engine != "fast":
-            raise ValueError("compile needs engine: fast")
+            raise FieldError("compile", "needs engine: fast")

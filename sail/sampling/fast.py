@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from sail.sampling.base import register_sampler, seed_from
+from sail.sampling.base import seed_from
 from sail.sampling.config import SamplingConfig
 
 
@@ -271,5 +271,3 @@ class FastSampler:
             greedy,
         )
 
-
-register_sampler("fast", FastSampler)

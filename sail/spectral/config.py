@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal
 
-from sail.spectral.penalty import PENALTY_KINDS, REDUCTIONS, penalty
+from sail.config import FieldError, check_choices
+from sail.spectral.penalty import penalty
 
 
 @dataclass
@@ -13,9 +15,9 @@ class SpectralConfig:
 
     penalty_weight: float = 0.0
     """λ in loss + λ·penalty; 0 disables the penalty (the spectra are still logged)."""
-    penalty_kind: str = "pr"
+    penalty_kind: Literal["pr", "renyi", "entropy"] = "pr"
     """``pr`` (k/PR − 1 from traces), ``renyi`` or ``entropy``; see :mod:`sail.spectral.penalty`."""
-    reduction: str = "mean"
+    reduction: Literal["mean", "sum"] = "mean"
     """``mean`` or ``sum`` over modules."""
     eps: float = 1e-12
     """Switch-off scale: the penalty vanishes for Σσ²/s² ≲ √eps (e.g. at B = 0)."""
@@ -25,14 +27,13 @@ class SpectralConfig:
     """Log per-module-type spectra and flatness every N steps (0 disables)."""
 
     def __post_init__(self):
-        if self.penalty_kind not in PENALTY_KINDS:
-            raise ValueError(f"spectral.penalty_kind must be one of {PENALTY_KINDS}, got {self.penalty_kind!r}")
-        if self.reduction not in REDUCTIONS:
-            raise ValueError(f"spectral.reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
+        check_choices(self)
         if self.penalty_weight < 0:
-            raise ValueError(f"spectral.penalty_weight must be >= 0, got {self.penalty_weight}")
+            raise FieldError("penalty_weight", f"must be >= 0, got {self.penalty_weight}")
         if self.log_every < 0:
-            raise ValueError(f"spectral.log_every must be >= 0, got {self.log_every}")
+            raise FieldError("log_every", f"must be >= 0, got {self.log_every}")
+        if self.renyi_order < 2:
+            raise FieldError("renyi_order", f"must be an integer >= 2, got {self.renyi_order}")
 
     def penalty_term(self, model):
         """λ·penalty(model), or None when λ = 0."""

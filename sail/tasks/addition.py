@@ -38,17 +38,22 @@ arithmetic slips are problem-dependent and go more slowly.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
 import re
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from sail.tasks import base_model as _bm
-from sail.tasks.chat import EOS_TOKEN, PAD_TOKEN, build_tokenizer, generation_prompt
+from sail.models.cache import BUILD_INFO, cache_root, content_key, ensure_built, versions, write_build_info
+from sail.models.chat_tokenizer import EOS_TOKEN, PAD_TOKEN, generation_prompt
+from sail.models.tiny import TinyQwen3Config, chat_qwen3
+from sail.sampling import SamplingConfig
+from sail.sft import SFTConfig, encode_sft_batch, num_threads, train_sft
+from sail.tasks.chat import build_tokenizer
+from sail.tasks.sampling import SEEDED_GENERATE, sample_texts
 
 NAME = "addition"
 VERSION = 1
@@ -65,7 +70,7 @@ _DIGITS_RE = re.compile(r"[0-9]+")
 
 __all__ = [
     "AnswerMix",
-    "BaseModelRecipe",
+    "BaseModelConfig",
     "build_base_model",
     "build_tokenizer",
     "correct",
@@ -212,38 +217,44 @@ def sample_answer(a: int, b: int, rng: random.Random, mix: AnswerMix = AnswerMix
 CLEAN = AnswerMix(1.0, 0.0, 0.0, 0.0, 0.0)
 
 
-def _sample_chats(mix: AnswerMix, clean_steps: int = 0):
-    def sample(rng: random.Random, n: int, step: int) -> tuple[list[str], list[str]]:
+def _sft_batches(tokenizer, mix: AnswerMix, clean_steps: int = 0):
+    """``make_batch(rng, n, step)`` of :func:`sail.sft.train_sft`: n chats (generation prompt of
+    ``a+b``, an answer of ``mix``, or :data:`CLEAN` in the first ``clean_steps`` steps), encoded."""
+
+    def make_batch(rng: random.Random, n: int, step: int):
         mix_now = CLEAN if step < clean_steps else mix
         prompts, answers = [], []
         for _ in range(n):
             a, b = rng.randint(MIN_OPERAND, MAX_OPERAND), rng.randint(MIN_OPERAND, MAX_OPERAND)
             prompts.append(generation_prompt(make_prompt(a, b)))
             answers.append(sample_answer(a, b, rng, mix_now))
-        return prompts, answers
+        return encode_sft_batch(tokenizer, prompts, answers)
 
-    return sample
+    return make_batch
 
 
 # --- the base model ------------------------------------------------------------------------
 
 
 @dataclass
-class BaseModelRecipe:
+class BaseModelConfig:
     """Everything that determines the base model's weights besides the seed."""
 
-    model: _bm.TinyQwen3Spec
-    schedule: _bm.SFTSchedule
+    model: TinyQwen3Config
+    """The network's shape; its initial weights come from the build seed."""
+    schedule: SFTConfig
+    """The supervised fine-tune: steps, batch size, AdamW and its learning-rate schedule."""
     mix: AnswerMix
+    """Probabilities of the answer modes (correct and the four mistakes) after the clean steps."""
     clean_fraction: float = 0.5
     """Share of the steps, at the start, that see only correct answers (stage 1); the rest see
     ``mix`` (stage 2). Trained on the mix from the start, the model does not learn the sums in
     the same budget (measured: 4 % correct instead of 40 %)."""
 
     @classmethod
-    def default(cls) -> "BaseModelRecipe":
-        schedule = _bm.SFTSchedule(steps=700, batch_size=64, lr=3e-3, warmup=50, min_lr_ratio=0.05)
-        return cls(_bm.TinyQwen3Spec(), schedule, AnswerMix(), clean_fraction=0.5)
+    def default(cls) -> "BaseModelConfig":
+        schedule = SFTConfig(steps=700, batch_size=64, lr=3e-3, warmup=50, min_lr_ratio=0.05)
+        return cls(TinyQwen3Config(), schedule, AnswerMix(), clean_fraction=0.5)
 
     @property
     def clean_steps(self) -> int:
@@ -270,12 +281,17 @@ def evaluate_policy(
 ) -> dict:
     """Sample one response per prompt with ``generate`` and score it.
 
-    Returns ``mean_reward`` = mean of :func:`reward`, ``frac_correct`` = share of exact sums, ``n``,
-    and (with ``return_responses``) the ``responses``. Sampling is pure ancestral at
-    ``temperature`` (no top-k/top-p), reproducible from ``seed``.
+    Returns ``mean_reward`` = (1/n) Σ r(x_i, y_i) (:func:`reward`), ``frac_correct`` = the share of
+    exact sums, ``mean_credit`` = mean_reward / REWARD_SCALE, ``n`` and (with ``return_responses``)
+    the ``responses``. Sampling is pure ancestral at ``temperature`` (no top-k/top-p), ``batch_size``
+    prompts per ``generate`` call, in torch's global stream seeded with ``seed``
+    (:data:`sail.tasks.sampling.SEEDED_GENERATE`; the caller's generator is untouched).
     """
-    responses = _bm.sample_responses(model, tokenizer, prompts, max_new_tokens, temperature, batch_size, seed)
-    out = _bm.evaluate_responses(prompts, responses, reward, is_correct)
+    sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature)
+    responses = sample_texts(model, tokenizer, list(prompts), 1, sampling, seed, rows=batch_size, sampler=SEEDED_GENERATE)
+    rewards = reward(list(prompts), responses)
+    n = len(rewards)
+    out = {"mean_reward": sum(rewards) / n, "frac_correct": sum(is_correct(list(prompts), responses)) / n, "n": n}
     out["mean_credit"] = out["mean_reward"] / REWARD_SCALE
     if return_responses:
         out["responses"] = responses
@@ -287,33 +303,33 @@ def build_base_model(
     seed: int = 0,
     steps: int | None = None,
     batch_size: int | None = None,
-    recipe: BaseModelRecipe | None = None,
+    recipe: BaseModelConfig | None = None,
     n_eval: int = 200,
     verbose: bool = False,
 ) -> dict:
     """Train the tiny Qwen3 base policy on the task's chats and save it to ``out_dir``.
 
     Writes ``config.json``, ``generation_config.json``, ``model.safetensors`` (``save_pretrained``),
-    the tokenizer files (``save_pretrained``) and, last, :data:`~sail.tasks.base_model.BUILD_INFO`
+    the tokenizer files (``save_pretrained``) and, last, :data:`~sail.models.cache.BUILD_INFO`
     with the recipe, seed, versions, build time and, when ``n_eval`` > 0, the evaluation of
     :func:`evaluate_policy` on ``sample_prompts(n_eval, seed=20_000 + seed)`` at temperature 1.
     ``steps``/``batch_size`` override the recipe's schedule (tests use a few steps). Returns the
     build information. Same arguments on the same machine and torch build → identical weights.
     """
-    recipe = recipe or BaseModelRecipe.default()
+    recipe = recipe or BaseModelConfig.default()
     if steps is not None or batch_size is not None:
         sched = asdict(recipe.schedule)
         sched.update({k: v for k, v in (("steps", steps), ("batch_size", batch_size)) if v is not None})
-        recipe = BaseModelRecipe(recipe.model, _bm.SFTSchedule(**sched), recipe.mix, recipe.clean_fraction)
+        recipe = BaseModelConfig(recipe.model, SFTConfig(**sched), recipe.mix, recipe.clean_fraction)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    elapsed = _bm.timer()
+    started = time.perf_counter()
     log = print if verbose else None
 
     tokenizer = build_tokenizer()
-    model = _bm.make_tiny_qwen3(tokenizer, recipe.model, seed)
-    losses = _bm.train_sft(model, tokenizer, _sample_chats(recipe.mix, recipe.clean_steps), recipe.schedule, seed, log=log)
-    train_s = elapsed()
+    model = chat_qwen3(tokenizer, recipe.model, seed)
+    losses = train_sft(model, _sft_batches(tokenizer, recipe.mix, recipe.clean_steps), recipe.schedule, seed, log=log)
+    train_s = time.perf_counter() - started
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
 
@@ -325,24 +341,23 @@ def build_base_model(
         "parameters": sum(p.numel() for p in model.parameters()),
         "final_loss": sum(losses[-20:]) / len(losses[-20:]),
         "train_seconds": round(train_s, 2),
-        "versions": _bm.versions(),
+        "versions": versions(),
     }
     if n_eval > 0:
-        with _bm.num_threads(recipe.schedule.threads):
+        with num_threads(recipe.schedule.threads):
             info["eval"] = evaluate_policy(model, tokenizer, sample_prompts(n_eval, seed=20_000 + seed), seed=seed)
         info["eval"].update(temperature=1.0, prompts_seed=20_000 + seed)
-    info["build_seconds"] = round(elapsed(), 2)
+    info["build_seconds"] = round(time.perf_counter() - started, 2)
     if log:
         log(json.dumps({k: info[k] for k in ("parameters", "final_loss", "build_seconds", "eval") if k in info}))
-    _bm.write_build_info(out_dir, info)
+    write_build_info(out_dir, info)
     return info
 
 
-def base_model_dir_name(seed: int = 0, recipe: BaseModelRecipe | None = None) -> str:
+def base_model_dir_name(seed: int = 0, recipe: BaseModelConfig | None = None) -> str:
     """``addition-v<VERSION>-<first 10 hex of sha256(recipe)>-seed<seed>``: a new recipe, a new entry."""
-    recipe = recipe or BaseModelRecipe.default()
-    digest = hashlib.sha256(json.dumps(recipe.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
-    return f"{NAME}-v{VERSION}-{digest}-seed{seed}"
+    recipe = recipe or BaseModelConfig.default()
+    return f"{NAME}-v{VERSION}-{content_key(recipe.to_dict())}-seed{seed}"
 
 
 def ensure_base_model(cache_dir: str | os.PathLike | None = None, seed: int = 0, verbose: bool = False) -> Path:
@@ -351,10 +366,10 @@ def ensure_base_model(cache_dir: str | os.PathLike | None = None, seed: int = 0,
     Location: ``<root>/tasks/<base_model_dir_name(seed)>`` with root = ``cache_dir``, else
     ``$SAIL_CACHE``, else ``~/.cache/sail``. Building takes about a minute on one CPU core;
     concurrent callers wait on a lock and a half-written directory is never returned (see
-    :func:`sail.tasks.base_model.ensure_built`).
+    :func:`sail.models.cache.ensure_built`).
     """
-    final = _bm.cache_root(cache_dir) / "tasks" / base_model_dir_name(seed)
-    return _bm.ensure_built(final, lambda tmp: build_base_model(tmp, seed=seed, verbose=verbose))
+    final = cache_root(cache_dir) / "tasks" / base_model_dir_name(seed)
+    return ensure_built(final, lambda tmp: build_base_model(tmp, seed=seed, verbose=verbose))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -375,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         info = build_base_model(args.out, seed=args.seed, steps=args.steps, verbose=True)
     else:
         path = ensure_base_model(args.cache_dir, seed=args.seed, verbose=True)
-        info = json.loads((path / _bm.BUILD_INFO).read_text())
+        info = json.loads((path / BUILD_INFO).read_text())
         info["path"] = str(path)
     print(json.dumps(info, indent=2, sort_keys=True))
     return 0

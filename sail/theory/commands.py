@@ -21,9 +21,9 @@ def add_instance_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("instance")
     g.add_argument("--instance", type=Path, help="instance JSON file (default: a built-in random instance)")
     g.add_argument("--seed", type=int, default=0, help="seed of the random instance and of the searches")
-    g.add_argument("--contexts", type=int, default=DEFAULTS["contexts"], help="|X| of the random instance")
-    g.add_argument("--responses", type=int, default=DEFAULTS["responses"], help="|Y| of the random instance")
-    g.add_argument("--dim", type=int, default=DEFAULTS["dim"], help="feature dimension d of the random instance")
+    g.add_argument("--contexts", type=_positive_int, default=DEFAULTS["contexts"], help="|X| of the random instance")
+    g.add_argument("--responses", type=_int_at_least(2), default=DEFAULTS["responses"], help="|Y| of the random instance")
+    g.add_argument("--dim", type=_positive_int, default=DEFAULTS["dim"], help="feature dimension d of the random instance")
     g.add_argument("--tabular", action="store_true", help="one-hot features (d = |X|·|Y|) for the random instance")
     g.add_argument("--beta", type=float, help=f"override β (random default {DEFAULTS['beta']})")
     g.add_argument("--gamma", type=float, help=f"override γ (random default {DEFAULTS['gamma']})")
@@ -35,15 +35,13 @@ def add_instance_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_instance(args):
-    from sail.theory.instance import InstanceError, load_instance, random_instance
+    """The instance file ``--instance`` or the built-in random instance, with ``--beta`` … ``--kl``
+    replacing its keys (a bad value raises :class:`sail.config.ConfigError` naming the key)."""
+    from sail.theory.instance import load_instance, random_instance
 
     overrides = {k: getattr(args, k) for k in ("beta", "gamma", "radius", "kl") if getattr(args, k) is not None}
     if args.instance is not None:
-        inst = load_instance(args.instance)
-        return inst.replace(**overrides) if overrides else inst
-    for name in ("contexts", "responses", "dim"):
-        if getattr(args, name) < (2 if name == "responses" else 1):
-            raise InstanceError(name, f"must be >= {2 if name == 'responses' else 1}, got {getattr(args, name)}")
+        return load_instance(args.instance, overrides)
     params = {k: DEFAULTS[k] for k in ("beta", "gamma", "radius", "kl")}
     params.update(overrides)
     return random_instance(
@@ -90,9 +88,9 @@ def run_sample_complexity(problem, args, pl: dict | None = None) -> dict:
 def cmd_check(args) -> int:
     import torch
 
+    from sail.config import ConfigError
     from sail.theory import plots, report
     from sail.theory.gamma_scan import gamma_scan
-    from sail.theory.instance import InstanceError
     from sail.theory.pl import pl_check
     from sail.theory.problem import ExactProblem
 
@@ -103,10 +101,10 @@ def cmd_check(args) -> int:
             try:
                 theta = np.asarray(json.loads(args.theta), dtype=np.float64)
             except (json.JSONDecodeError, TypeError, ValueError) as exc:
-                raise InstanceError("--theta", f"must be a JSON list of numbers ({exc})") from None
+                raise ConfigError("--theta", f"must be a JSON list of numbers ({exc})") from None
             if theta.shape != inst.theta_ref.shape or not np.all(np.isfinite(theta)):
-                raise InstanceError("--theta", f"must be {inst.theta_ref.shape[0]} finite numbers")
-    except InstanceError as exc:
+                raise ConfigError("--theta", f"must be {inst.theta_ref.shape[0]} finite numbers")
+    except ConfigError as exc:
         print(f"sail check: error: {exc}", file=sys.stderr)
         return 2
     n_ctx, n_resp, _ = inst.shape
@@ -161,14 +159,22 @@ def _float_list(text: str) -> tuple[float, ...]:
     return values
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _int_at_least(low: int):
+    """An argparse type: an integer ≥ ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
 
 
 def _int_list(text: str) -> tuple[int, ...]:

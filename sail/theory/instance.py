@@ -1,38 +1,106 @@
 """Exact SAIL-RevKL instances: a finite world in which every quantity can be enumerated.
 
-An instance is the JSON object
+An instance file is the JSON object of :class:`InstanceConfig` (docs/checkers.md),
 
     {"features": [X][Y][d], "context_probs": [X], "reward": [X][Y], "theta_ref": [d],
      "beta": β > 0, "gamma": γ ≥ 0, "radius": R > 0, "kl": "ref_to_policy" | "policy_to_ref"}
 
-defining ρ (``context_probs``), φ, the true reward r* (labels are Bradley–Terry on r*),
+read by the project's one typed loader, :func:`sail.config.build`: an unknown key, a value of the
+wrong type or a bad shape or range fails with :class:`sail.config.ConfigError` naming the key. It
+defines ρ (``context_probs``), φ, the true reward r* (labels are Bradley–Terry on r*),
 π_ref = π_{θ_ref}, and the ball Θ = {‖θ − θ_ref‖ ≤ R} on which the theory is checked.
+:class:`Instance` holds the same world as float64 arrays.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Literal
 
 import numpy as np
 
-from sail.objectives import KL_DIRECTIONS
+from sail.config import ConfigError, FieldError, build
 
-INSTANCE_KEYS = ("features", "context_probs", "reward", "theta_ref", "beta", "gamma", "radius", "kl")
+KLDirection = Literal["ref_to_policy", "policy_to_ref"]
 
 
-class InstanceError(ValueError):
-    """A malformed instance; the message names the offending field."""
+@dataclass(frozen=True)
+class InstanceConfig:
+    """An instance file: X contexts, Y ≥ 2 responses per context, d features."""
 
-    def __init__(self, field: str, problem: str):
-        self.field = field
-        super().__init__(f"instance field {field!r}: {problem}")
+    features: list[list[list[float]]]
+    """φ(x, y) for every context x and response y: [X][Y][d]."""
+    context_probs: list[float]
+    """ρ(x): [X], non-negative and summing to 1."""
+    reward: list[list[float]]
+    """The true reward r*(x, y): [X][Y]; labels are Bradley–Terry on r*."""
+    theta_ref: list[float]
+    """θ_ref: [d]; π_ref = π_{θ_ref}, and the ball Θ is centred here."""
+    beta: float
+    """β > 0, the scale of the implicit reward β·(log π_θ − log π_ref)."""
+    gamma: float
+    """γ ≥ 0, the weight of the KL term."""
+    radius: float
+    """R > 0, the radius of the ball Θ = {‖θ − θ_ref‖ ≤ R}."""
+    kl: KLDirection = "ref_to_policy"
+    """The KL direction: ``ref_to_policy`` is KL(π_ref‖π_θ), ``policy_to_ref`` is KL(π_θ‖π_ref)."""
+
+    def __post_init__(self):
+        n_ctx, n_resp, dim = _array(self, "features", 3).shape
+        if n_resp < 2:
+            raise FieldError("features", f"needs at least 2 responses per context, got {n_resp}")
+        _check_probabilities(_array(self, "context_probs", 1), n_ctx)
+        _check_shape(_array(self, "reward", 2), "reward", (n_ctx, n_resp), "[X, Y]")
+        _check_shape(_array(self, "theta_ref", 1), "theta_ref", (dim,), "[d]")
+        require(self, "beta", lambda v: v > 0, "a finite number > 0")
+        require(self, "gamma", lambda v: v >= 0, "a finite number >= 0")
+        require(self, "radius", lambda v: v > 0, "a finite number > 0")
+
+
+def _array(cfg: InstanceConfig, name: str, ndim: int) -> np.ndarray:
+    """Field ``name`` as a finite, non-empty float64 array of ``ndim`` dimensions."""
+    try:
+        arr = np.asarray(getattr(cfg, name), dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise FieldError(name, f"must be a rectangular array of numbers ({exc})") from None
+    if arr.ndim != ndim:
+        raise FieldError(name, f"must have {ndim} dimensions, got shape {list(arr.shape)}")
+    if arr.size == 0:
+        raise FieldError(name, "must not be empty")
+    if not np.all(np.isfinite(arr)):
+        raise FieldError(name, "contains non-finite numbers")
+    return arr
+
+
+def _check_shape(arr: np.ndarray, name: str, shape: tuple[int, ...], symbols: str) -> None:
+    if arr.shape != shape:
+        raise FieldError(name, f"must have shape {symbols} = {list(shape)}, got {list(arr.shape)}")
+
+
+def _check_probabilities(context_probs: np.ndarray, n_ctx: int) -> None:
+    _check_shape(context_probs, "context_probs", (n_ctx,), "[X]")
+    if np.any(context_probs < 0):
+        raise FieldError("context_probs", "must be non-negative")
+    if abs(context_probs.sum() - 1.0) > 1e-6:
+        raise FieldError("context_probs", f"must sum to 1, sums to {context_probs.sum():.8g}")
+
+
+def require(cfg, name: str, holds: Callable[[float], bool], bound: str) -> None:
+    """Raise :class:`FieldError` on ``name`` unless that number field of the config ``cfg`` is
+    finite and ``holds``; ``bound`` says what it must be (``"a finite number > 0"``)."""
+    value = getattr(cfg, name)
+    if not math.isfinite(value) or not holds(value):
+        raise FieldError(name, f"must be {bound}, got {value!r}")
 
 
 @dataclass(frozen=True)
 class Instance:
+    """The world of a checked :class:`InstanceConfig` as float64 arrays (ρ renormalised to sum 1)."""
+
     features: np.ndarray  # [X, Y, d]
     context_probs: np.ndarray  # [X]
     reward: np.ndarray  # [X, Y]
@@ -40,109 +108,56 @@ class Instance:
     beta: float
     gamma: float
     radius: float
-    kl: str = "ref_to_policy"
+    kl: KLDirection = "ref_to_policy"
+
+    @classmethod
+    def from_config(cls, cfg: InstanceConfig) -> "Instance":
+        rho = np.asarray(cfg.context_probs, dtype=np.float64)
+        return cls(
+            features=np.asarray(cfg.features, dtype=np.float64),
+            context_probs=rho / rho.sum(),
+            reward=np.asarray(cfg.reward, dtype=np.float64),
+            theta_ref=np.asarray(cfg.theta_ref, dtype=np.float64),
+            beta=cfg.beta,
+            gamma=cfg.gamma,
+            radius=cfg.radius,
+            kl=cfg.kl,
+        )
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.features.shape)  # type: ignore[return-value]
 
     def to_dict(self) -> dict:
-        return {
-            "features": self.features.tolist(),
-            "context_probs": self.context_probs.tolist(),
-            "reward": self.reward.tolist(),
-            "theta_ref": self.theta_ref.tolist(),
-            "beta": self.beta,
-            "gamma": self.gamma,
-            "radius": self.radius,
-            "kl": self.kl,
-        }
+        """The instance file's JSON object."""
+        return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in dataclasses.asdict(self).items()}
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))
 
     def replace(self, **changes) -> "Instance":
-        data = {k: getattr(self, k) for k in INSTANCE_KEYS}
-        data.update(changes)
-        return validate_instance(data)
+        """This instance with some keys of its file changed to the JSON values ``changes`` (e.g.
+        ``radius=2.0``), checked again: a bad value raises :class:`ConfigError`."""
+        return instance_from_dict({**self.to_dict(), **changes})
 
 
-def _array(data: dict, field: str, ndim: int) -> np.ndarray:
-    try:
-        arr = np.asarray(data[field], dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InstanceError(field, f"must be a rectangular array of numbers ({exc})") from None
-    if arr.ndim != ndim:
-        raise InstanceError(field, f"must have {ndim} dimensions, got shape {list(arr.shape)}")
-    if arr.size == 0:
-        raise InstanceError(field, "must not be empty")
-    if not np.all(np.isfinite(arr)):
-        raise InstanceError(field, "contains non-finite numbers")
-    return arr
+def instance_from_dict(data: dict) -> Instance:
+    """An instance from its JSON object, through :func:`sail.config.build` (:class:`ConfigError` names the key)."""
+    return Instance.from_config(build(InstanceConfig, data))
 
 
-def _scalar(data: dict, field: str) -> float:
-    value = data[field]
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise InstanceError(field, f"must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise InstanceError(field, "must be finite")
-    return value
-
-
-def validate_instance(data: dict) -> Instance:
-    """Check keys, shapes, finiteness and ranges; raise :class:`InstanceError` naming the field."""
-    if not isinstance(data, dict):
-        raise InstanceError("<root>", "an instance must be a JSON object")
-    unknown = sorted(set(data) - set(INSTANCE_KEYS))
-    if unknown:
-        raise InstanceError(unknown[0], f"unknown key (allowed: {', '.join(INSTANCE_KEYS)})")
-    missing = [k for k in INSTANCE_KEYS if k not in data and k != "kl"]
-    if missing:
-        raise InstanceError(missing[0], "missing")
-    features = _array(data, "features", 3)
-    n_ctx, n_resp, dim = features.shape
-    if n_resp < 2:
-        raise InstanceError("features", f"needs at least 2 responses per context, got {n_resp}")
-    context_probs = _array(data, "context_probs", 1)
-    if context_probs.shape != (n_ctx,):
-        raise InstanceError("context_probs", f"must have length X={n_ctx}, got {context_probs.shape[0]}")
-    if np.any(context_probs < 0):
-        raise InstanceError("context_probs", "must be non-negative")
-    if abs(context_probs.sum() - 1.0) > 1e-6:
-        raise InstanceError("context_probs", f"must sum to 1, sums to {context_probs.sum():.8g}")
-    reward = _array(data, "reward", 2)
-    if reward.shape != (n_ctx, n_resp):
-        raise InstanceError("reward", f"must have shape [X, Y]=[{n_ctx}, {n_resp}], got {list(reward.shape)}")
-    theta_ref = _array(data, "theta_ref", 1)
-    if theta_ref.shape != (dim,):
-        raise InstanceError("theta_ref", f"must have length d={dim}, got {theta_ref.shape[0]}")
-    beta = _scalar(data, "beta")
-    if beta <= 0:
-        raise InstanceError("beta", f"must be > 0, got {beta}")
-    gamma = _scalar(data, "gamma")
-    if gamma < 0:
-        raise InstanceError("gamma", f"must be >= 0, got {gamma}")
-    radius = _scalar(data, "radius")
-    if radius <= 0:
-        raise InstanceError("radius", f"must be > 0, got {radius}")
-    kl = data.get("kl", "ref_to_policy")
-    if kl not in KL_DIRECTIONS:
-        raise InstanceError("kl", f"must be one of {list(KL_DIRECTIONS)}, got {kl!r}")
-    return Instance(features, context_probs / context_probs.sum(), reward, theta_ref, beta, gamma, radius, kl)
-
-
-def load_instance(path: str | Path) -> Instance:
-    """Read and validate an instance JSON file."""
+def load_instance(path: str | Path, overrides: dict | None = None) -> Instance:
+    """Read an instance file; ``overrides`` (e.g. ``{"gamma": 8.0}``) replace keys of the file."""
     path = Path(path)
     if not path.is_file():
-        raise InstanceError("<file>", f"no such file: {path}")
+        raise ConfigError("--instance", f"no such file: {path}")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise InstanceError("<file>", f"{path} is not valid JSON: {exc}") from None
-    return validate_instance(data)
+        raise ConfigError("--instance", f"{path} is not valid JSON: {exc}") from None
+    if overrides and isinstance(data, dict):
+        data = {**data, **overrides}
+    return instance_from_dict(data)
 
 
 def random_instance(
@@ -183,15 +198,6 @@ def random_instance(
     context_probs = rng.dirichlet(2.0 * np.ones(n_contexts))
     theta_ref = rng.standard_normal(dim)
     theta_ref *= ref_scale / max(np.linalg.norm(theta_ref), 1e-12)
-    return validate_instance(
-        {
-            "features": features,
-            "context_probs": context_probs,
-            "reward": reward,
-            "theta_ref": theta_ref,
-            "beta": beta,
-            "gamma": gamma,
-            "radius": radius,
-            "kl": kl,
-        }
-    )
+    arrays = {"features": features, "context_probs": context_probs, "reward": reward, "theta_ref": theta_ref}
+    scalars = {"beta": beta, "gamma": gamma, "radius": radius, "kl": kl}
+    return instance_from_dict({**{k: v.tolist() for k, v in arrays.items()}, **scalars})

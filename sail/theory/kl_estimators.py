@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from sail.loop import SailConfig, kl_draw_source, kl_loss_term
+from sail.models.lora import LoraAdapterConfig, attach_lora
+from sail.models.tiny import tiny_qwen3
 from sail.objectives import KL_DIRECTIONS, KL_ESTIMATORS, kl_exact
 from sail.policies.causal_lm import CausalLMPolicy, PromptBatch, ResponseBatch, SamplingConfig, response_mask
 from sail.theory.llm.enumeration import enumerate_responses
@@ -27,13 +29,19 @@ class EnumerableModel:
     """The shape of a tiny transformer whose responses can be enumerated."""
 
     vocab_size: int = 5
+    """Vocabulary size V."""
     eos_token_id: int = 4
+    """The EOS token (a response ends at its first EOS)."""
     max_new_tokens: int = 3
+    """Longest response T; responses of every length 1 … T are enumerated."""
     hidden_size: int = 16
+    """Model width (one decoder layer, 2 heads, 1 key-value head)."""
     lora_rank: int = 2
+    """LoRA rank r on every projection (α = 2r)."""
     perturbation: float = 0.8
     """Scale of the random LoRA B (B = 0 would make π_θ = π_ref and every KL gradient 0)."""
     dtype: torch.dtype = torch.float64
+    """The model's dtype: float64, so that unbiased estimators agree to round-off."""
 
 
 def all_tokens(shape: EnumerableModel, pad_token_id: int) -> torch.Tensor:
@@ -52,11 +60,8 @@ def response_batch(tokens: torch.Tensor, batch: int, eos_token_id: int) -> Respo
 
 def enumerable_policy(shape: EnumerableModel = EnumerableModel(), seed: int = 0) -> CausalLMPolicy:
     """A tiny Qwen3 with a rank-r LoRA on every projection, B drawn at random so that π_θ ≠ π_ref."""
-    from sail.models.lora import LoraSettings, attach_lora
-    from sail.models.tiny import tiny_qwen3
-
     base = tiny_qwen3(seed, shape.dtype, vocab_size=shape.vocab_size, hidden_size=shape.hidden_size, layers=1, heads=2, kv_heads=1)
-    model = attach_lora(base, LoraSettings(rank=shape.lora_rank, alpha=2.0 * shape.lora_rank), seed=seed)
+    model = attach_lora(base, LoraAdapterConfig(rank=shape.lora_rank, alpha=2.0 * shape.lora_rank), seed=seed)
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, p in model.named_parameters():

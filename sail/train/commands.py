@@ -1,30 +1,48 @@
-"""`sail train [--config FILE.yaml] [--set key=value ...] [--output-dir DIR] [--resume DIR]`."""
+"""`sail train [--config FILE.yaml | RECIPE ...] [--set key=value ...] [--output-dir DIR] [--resume DIR]`.
+
+Without ``--config`` the run starts from the default recipe (:mod:`sail.train.recipes`) that the
+command line registers, ``--set`` overrides included. ``--config`` may be given several times (files
+and recipe names, merged left to right). ``--help`` lists every config key with its type, neutral
+default and docstring.
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
+from sail.config import ConfigError, add_config_arguments
+
+
+def config_from_arguments(configs: list[str], overrides: list[str], default_recipe: str | None):
+    """The run's config: neutral defaults ← each of ``configs`` (a YAML file or a recipe name), or the
+    default recipe when there is none ← ``overrides``."""
+    from sail.config import load_yaml, merge
+    from sail.train.config import load_config
+    from sail.train.recipes import recipe
+
+    if not configs:
+        return load_config(None, overrides, base=recipe(default_recipe) if default_recipe else None)
+    data: dict = {}
+    for config in configs:
+        data = merge(data, load_yaml(config) if Path(config).is_file() else recipe(config))
+    return load_config(None, overrides, base=data)
+
 
 def cmd_train(args) -> int:
-    import yaml
-
-    from sail.config import ConfigError, build
     from sail.data import DataError
-    from sail.train.config import TrainConfig, load_config
+    from sail.train.run_dir import read_run_config
     from sail.train.trainer import Trainer, TrainingError
 
     try:
         if args.resume:
-            run_dir = Path(args.resume)
-            saved = run_dir / "config.yaml"
-            if not saved.is_file():
-                raise ConfigError("--resume", f"{saved} not found: not a sail run directory")
             if args.config or args.set:
                 raise ConfigError("--resume", "a resumed run keeps its saved config; drop --config/--set")
-            cfg = build(TrainConfig, yaml.safe_load(saved.read_text())["config"])
+            run_dir = Path(args.resume)
+            cfg = read_run_config(run_dir)
         else:
-            cfg = load_config(args.config, args.set)
+            cfg = config_from_arguments(args.config, args.set, args.default_recipe)
             run_dir = Path(args.output_dir) if args.output_dir else None  # the trainer names a default
         trainer = Trainer(cfg, run_dir, resume=bool(args.resume))
         summary = trainer.run()
@@ -37,15 +55,43 @@ def cmd_train(args) -> int:
     print(
         f"{run_dir}: {summary['steps']} steps; held-out reward {summary['reward_start']:.4f} → {summary['reward_end']:.4f} "
         f"(reference {summary['reference_reward']:.4f}); win rate vs reference {summary['win_rate_vs_reference_end']:.3f}; "
-        f"KL {summary['kl_policy_to_ref_end']:.4f}"
+        f"KL(π‖π_ref) {summary['kl_policy_to_ref_end']:.4f}"
     )
     return 0
 
 
-def add_train_parser(sub) -> None:
-    p = sub.add_parser("train", help="SAIL-RevKL training of a LoRA adapter (embedded tiny default without arguments)")
-    p.add_argument("--config", help="YAML config (see docs/training.md)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. objective.gamma=1e-3")
+class _HelpWithKeys(argparse.Action):
+    """``-h``: the usage, then every config key (built only when asked: it imports torch)."""
+
+    def __init__(self, option_strings, dest, default_recipe: str | None = None, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+        self.default_recipe = default_recipe
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from sail.config import help_text
+        from sail.train.config import TrainConfig
+        from sail.train.recipes import recipe_names, recipe_path
+
+        lines = []
+        if self.default_recipe:
+            lines.append(f"without --config: the recipe {self.default_recipe!r} ({recipe_path(self.default_recipe)})")
+        lines.append(f"recipes (--config NAME): {', '.join(recipe_names()) or 'none'}")
+        lines += ["", "config keys (--set KEY=VALUE; type = neutral default):", help_text(TrainConfig)]
+        parser.epilog = "\n".join(lines)
+        parser.print_help()
+        parser.exit()
+
+
+def add_train_parser(sub, default_recipe: str | None = None) -> None:
+    """Register ``sail train``; ``default_recipe`` is the recipe run without ``--config``."""
+    p = sub.add_parser(
+        "train",
+        help="SAIL-RevKL training of a LoRA adapter (the default recipe without arguments)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
+    )
+    p.add_argument("-h", "--help", action=_HelpWithKeys, default_recipe=default_recipe, help="show this help, with every config key, and exit")
+    add_config_arguments(p, "a YAML config file or a recipe name; repeat to merge several (docs/training.md)", "objective.gamma=1e-3", repeatable=True)
     p.add_argument("--output-dir", help="run directory (default runs/<timestamp>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly from its last checkpoint")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, default_recipe=default_recipe)

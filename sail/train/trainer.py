@@ -12,7 +12,7 @@ repeats the uninterrupted one exactly on the same machine.
 Several processes (``accelerate launch``) split each global batch and average their gradients;
 see :mod:`sail.train.distributed`. Only the main process writes the run directory.
 
-Run directory: ``config.yaml``, ``metrics.jsonl``, ``spectra.jsonl``, ``summary.json``,
+Run directory: ``config.yaml`` (:mod:`sail.train.run_dir`), ``metrics.jsonl``, ``spectra.jsonl``, ``summary.json``,
 ``adapter/`` (PEFT ``save_pretrained``; ``head_delta.safetensors`` when only the head trains) and
 ``checkpoint/`` (see :mod:`sail.train.checkpoint`).
 """
@@ -28,14 +28,18 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 from sail.data import load_hf_prompts, load_pairs, load_prompts
+from sail.io import write_json_atomically, write_text_atomically
 from sail.loop import MicroBatch, sail_step
+from sail.models.embedded import PREFIX, embedded_model, embedded_names
+from sail.models.head import attach_delta_head, delta_head_of
+from sail.models.lora import attach_lora
 from sail.oracles import RewardModelScorer, ScoreOracle, bradley_terry_labels, load_callable
 from sail.policies.causal_lm import CausalLMPolicy
+from sail.spectral.logging import SpectralLogger
 from sail.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from sail.train.config import ROUTES, TrainConfig
+from sail.train.config import ROUTES, TrainConfig, check_complete
 from sail.train.distributed import (
     average_gradients_,
     check_replicas_agree,
@@ -45,7 +49,7 @@ from sail.train.distributed import (
     shard_base_weights,
     sum_over_processes,
 )
-from sail.train.embedded import EMBEDDED_MODELS
+from sail.train.run_dir import write_run_config
 
 KL_DRAWS = 1
 """The salt of the generator for the KL term's own draws (see :meth:`Trainer._micro_batch`)."""
@@ -58,18 +62,17 @@ class TrainingError(RuntimeError):
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    if name_or_path in EMBEDDED_MODELS:
-        return EMBEDDED_MODELS[name_or_path].build()
-    if name_or_path.startswith("sail:"):
-        raise TrainingError(f"model.name_or_path: unknown embedded model {name_or_path!r}; known: {sorted(EMBEDDED_MODELS)}")
+    embedded = embedded_model(name_or_path)
+    if embedded is not None:
+        return embedded.build()
+    if name_or_path.startswith(PREFIX):
+        raise TrainingError(f"model.name_or_path: unknown embedded model {name_or_path!r}; known: {embedded_names()}")
     return name_or_path
 
 
 def load_policy(cfg: TrainConfig) -> CausalLMPolicy:
     """The base model from a hub id or directory, with a fresh LoRA adapter (seeded)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from sail.models.lora import attach_lora
 
     path = resolve_model_path(cfg.model.name_or_path)
     local = Path(path)
@@ -84,7 +87,7 @@ def load_policy(cfg: TrainConfig) -> CausalLMPolicy:
         raise TrainingError(f"model.name_or_path {path!r} could not be loaded: {exc}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if cfg.train.activation_checkpointing:
+    if cfg.run.activation_checkpointing:
         # recompute each decoder layer's activations in the backward; with a frozen base the
         # embeddings' output must require grad for the checkpointed layers to see a graph
         if hasattr(model, "activation_checkpointing_enable"):  # transformers ≥ 5.2x; the old name is deprecated
@@ -94,17 +97,15 @@ def load_policy(cfg: TrainConfig) -> CausalLMPolicy:
         model.enable_input_require_grads()
     if cfg.model.trainable == "head":
         return _head_policy(model, tokenizer, cfg)
-    peft_model = attach_lora(model, cfg.model.lora, seed=cfg.train.seed)
+    peft_model = attach_lora(model, cfg.model.lora, seed=cfg.run.seed)
     return CausalLMPolicy(
-        peft_model, tokenizer.eos_token_id, tokenizer.pad_token_id, cfg.sampling, tokenizer, logprob_chunk=cfg.train.logprob_chunk or None
+        peft_model, tokenizer.eos_token_id, tokenizer.pad_token_id, cfg.sampling, tokenizer, logprob_chunk=cfg.run.logprob_chunk or None
     )
 
 
 def _head_policy(model, tokenizer, cfg: TrainConfig) -> CausalLMPolicy:
     """The head parametrisation: a dense delta on the LM head, the reference with the delta off.
     The fast sampler merges LoRA layers only, so this samples with ``hf``."""
-    from sail.models.head import attach_delta_head
-
     head = attach_delta_head(model)
     sampling = cfg.sampling
     if sampling.engine == "fast":
@@ -112,31 +113,31 @@ def _head_policy(model, tokenizer, cfg: TrainConfig) -> CausalLMPolicy:
         sampling = dataclasses.replace(sampling, engine="hf", compile=False)
     return CausalLMPolicy(
         model, tokenizer.eos_token_id, tokenizer.pad_token_id, sampling, tokenizer,
-        logprob_chunk=cfg.train.logprob_chunk or None, reference=head.disabled,
+        logprob_chunk=cfg.run.logprob_chunk or None, reference=head.disabled,
     )
 
 
 def build_scorer(cfg: TrainConfig):
     if cfg.oracle.kind == "callable":
-        return load_callable(cfg.oracle.path)
+        return load_callable(cfg.oracle.path, "oracle.path")
     return RewardModelScorer(cfg.oracle.path, trust_remote_code=cfg.model.trust_remote_code)
 
 
 def load_prompt_sets(cfg: TrainConfig) -> tuple[list, list]:
     """(training prompts, held-out prompts)."""
-    embedded = EMBEDDED_MODELS.get(cfg.model.name_or_path)
+    embedded = embedded_model(cfg.model.name_or_path)
     if cfg.data.prompts:
         train = load_prompts(cfg.data.prompts)
     elif cfg.data.hf_dataset:
         train = load_hf_prompts(cfg.data.hf_dataset, column=cfg.data.hf_column)
     elif embedded is not None:
-        train = embedded.train_prompts(cfg.train.seed)
+        train = embedded.train_prompts(cfg.run.seed)
     else:
         raise TrainingError(f"data.prompts (or data.hf_dataset) is needed to train {cfg.model.name_or_path!r}")
     if cfg.data.eval_prompts:
         held_out = load_prompts(cfg.data.eval_prompts)
     elif embedded is not None and not cfg.data.prompts and not cfg.data.hf_dataset:
-        held_out = embedded.eval_prompts(cfg.data.n_eval, cfg.train.seed)
+        held_out = embedded.eval_prompts(cfg.data.n_eval, cfg.run.seed)
     else:
         held_out = train[: cfg.data.n_eval]
     return train, held_out[: cfg.data.n_eval]
@@ -183,21 +184,21 @@ class MetricsWriter:
         self.path = run_dir / "metrics.jsonl"
         if resume_step is not None and self.path.exists():  # drop rows the resumed run will repeat
             kept = [line for line in self.path.read_text().splitlines() if line and _kept_on_resume(json.loads(line), resume_step)]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            write_text_atomically(self.path, "".join(line + "\n" for line in kept))
         elif resume_step is None:
             self.path.write_text("")
         self.tb = self.wandb = None
-        if cfg.train.tensorboard:
+        if cfg.run.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as exc:
-                raise TrainingError("train.tensorboard needs the 'tensorboard' package") from exc
+                raise TrainingError("run.tensorboard needs the 'tensorboard' package") from exc
             self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-        if cfg.train.wandb:
+        if cfg.run.wandb:
             try:
                 import wandb
             except ImportError as exc:
-                raise TrainingError("train.wandb needs the 'wandb' package") from exc
+                raise TrainingError("run.wandb needs the 'wandb' package") from exc
             self.wandb = wandb.init(config=dataclasses.asdict(cfg), dir=str(run_dir))
 
     def write(self, row: dict) -> None:
@@ -214,6 +215,7 @@ class MetricsWriter:
 class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = False):
         """``run_dir`` None: ``runs/<timestamp>``, named by the main process for all of them."""
+        check_complete(cfg)
         self.cfg = cfg
         self.accelerator = make_accelerator()
         if run_dir is None:
@@ -225,20 +227,20 @@ class Trainer:
         self.is_main = self.accelerator.is_main_process
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(cfg.train.seed)
+        torch.manual_seed(cfg.run.seed)
         self.policy = load_policy(cfg)
         self.model = self.policy.model
         self.device = self.accelerator.device
         self.model.to(self.device)
-        if cfg.train.fsdp and self.processes > 1:
+        if cfg.run.fsdp and self.processes > 1:
             shard_base_weights(self.model, self.accelerator)
         self.optimizer = cfg.optimizer.build(self.model)
         self.scorer = build_scorer(cfg)
         self.oracle = ScoreOracle(self.scorer, cfg.oracle.label_mode)
-        self.eval_metrics = load_callable(cfg.train.eval_metrics) if cfg.train.eval_metrics else None
+        self.eval_metrics = load_callable(cfg.run.eval_metrics, "run.eval_metrics") if cfg.run.eval_metrics else None
         self.prompts, self.eval_prompts = load_prompt_sets(cfg)
         self.pairs = load_pairs(cfg.data.pairs) if cfg.data.pairs else []
-        self.generator = torch.Generator().manual_seed(cfg.train.seed)
+        self.generator = torch.Generator().manual_seed(cfg.run.seed)
         self.state = {"step": 0, "ema_baseline": 0.0, "nonfinite_streak": 0, "skipped_steps": 0, "evals": []}
         resume_step = None
         if resume:
@@ -247,8 +249,6 @@ class Trainer:
         self.metrics = MetricsWriter(self.run_dir, cfg, resume_step) if self.is_main else NullWriter()
         self.spectral_log = None
         if cfg.spectral.log_every and self.is_main and cfg.model.trainable == "lora":
-            from sail.spectral.logging import SpectralLogger
-
             path = self.run_dir / "spectra.jsonl"
             if resume_step is None and path.exists():
                 path.unlink()
@@ -261,16 +261,13 @@ class Trainer:
         return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
 
     def _write_config(self) -> None:
-        data = {"config": dataclasses.asdict(self.cfg), "environment": environment()}
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        write_run_config(self.run_dir, self.cfg, environment())
 
     def _save_final(self) -> None:
         """``adapter/`` (PEFT ``save_pretrained``), or for the head parametrisation
         ``head_delta.safetensors`` holding one tensor ``delta`` [V, d], added to the LM head's weight."""
         if self.cfg.model.trainable == "head":
             from safetensors.torch import save_file
-
-            from sail.models.head import delta_head_of
 
             save_file({"delta": delta_head_of(self.model).delta.detach().cpu().contiguous()}, str(self.run_dir / "head_delta.safetensors"))
         else:
@@ -307,15 +304,15 @@ class Trainer:
         """This process's micro-batches of prompt (or pair) indices for one step.
 
         The global batch of B·A·P indices (A micro-batches, P processes) is drawn from the shared
-        generator; process p takes its B·A of them. With ``train.sort_by_length`` they are ordered by
+        generator; process p takes its B·A of them. With ``run.sort_by_length`` they are ordered by
         prompt length before being cut into A micro-batches, so each micro-batch pads less; the
         step's gradient (the mean over all its pairs) does not depend on the grouping (with the
         ``ema`` or ``none`` baseline)."""
-        B, A = self.cfg.train.batch_size, self.cfg.train.grad_accum
+        B, A = self.cfg.run.batch_size, self.cfg.run.grad_accum
         population = len(self.prompts) if route in ("online_oracle", "online_self") else len(self.pairs)
         idx = torch.randint(population, (B * A * self.processes,), generator=self.generator).tolist()
         mine = idx[self.process * B * A : (self.process + 1) * B * A]
-        if self.cfg.train.sort_by_length and A > 1:
+        if self.cfg.run.sort_by_length and A > 1:
             texts = [self.prompts[i] if route in ("online_oracle", "online_self") else self.pairs[i].prompt for i in mine]
             lengths = self.policy.encode_prompts(texts).attention_mask.sum(-1).tolist()
             mine = [i for _, i in sorted(zip(lengths, mine), key=lambda pair: pair[0])]
@@ -325,9 +322,9 @@ class Trainer:
         """One micro-batch of ``route``. Sampling and labels draw from this process's generator for
         (step, micro-batch); the KL's own draws (reference responses, or policy responses for
         dataset pairs) from a second one, so they do not depend on the route."""
-        local = process_generator(self.cfg.train.seed, step, micro, self.process)
-        kl_local = process_generator(self.cfg.train.seed, step, micro, self.process, KL_DRAWS)
-        B = self.cfg.train.batch_size
+        local = process_generator(self.cfg.run.seed, step, micro, self.process)
+        kl_local = process_generator(self.cfg.run.seed, step, micro, self.process, KL_DRAWS)
+        B = self.cfg.run.batch_size
         if route in ("online_oracle", "online_self"):
             prompts = self.policy.encode_prompts([self.prompts[i] for i in idx], self.device)
             responses = self.policy.sample(prompts, 2, generator=local)
@@ -351,19 +348,19 @@ class Trainer:
         this method only chooses the route and the prompts, and supplies the hooks."""
         cfg = self.cfg
         step = self.state["step"]
-        torch.manual_seed(cfg.train.seed * 1_000_003 + step * 1009 + self.process)  # dropout and anything else global
+        torch.manual_seed(cfg.run.seed * 1_000_003 + step * 1009 + self.process)  # dropout and anything else global
         route = self._choose_route()
         start = time.perf_counter()
         self._step_rewards, self._step_tokens = [], 0
         batches = (self._micro_batch(route, step, micro, idx) for micro, idx in enumerate(self._step_indices(route)))
-        use_autocast = cfg.train.mixed_precision != "no" and self.device.type == "cuda"
-        amp_dtype = torch.bfloat16 if cfg.train.mixed_precision == "bf16" else torch.float16
+        use_autocast = cfg.run.mixed_precision != "no" and self.device.type == "cuda"
+        amp_dtype = torch.bfloat16 if cfg.run.mixed_precision == "bf16" else torch.float16
         result = sail_step(
             self.policy,
             batches,
             self.optimizer,
             cfg.objective,
-            accumulation=cfg.train.grad_accum,
+            accumulation=cfg.run.grad_accum,
             baseline_value=self.state["ema_baseline"],
             penalty=lambda: cfg.spectral.penalty_term(self.model),
             autocast=lambda: torch.autocast(self.device.type, dtype=amp_dtype, enabled=use_autocast),
@@ -375,18 +372,18 @@ class Trainer:
             self.state["nonfinite_streak"] += 1
             self.state["skipped_steps"] += 1
             row[f"skipped_nonfinite_{result.skipped}"] = True
-            if self.state["nonfinite_streak"] >= cfg.train.max_nonfinite:
+            if self.state["nonfinite_streak"] >= cfg.run.max_nonfinite:
                 what = {"loss": "losses", "gradient": "gradients"}[result.skipped]
                 raise TrainingError(f"{self.state['nonfinite_streak']} non-finite {what} in a row at step {step}; stopping")
         else:
             totals = mean_over_processes(result.stats, self.accelerator, self.device)
             self.state["nonfinite_streak"] = 0
-            decay = cfg.train.ema_decay
+            decay = cfg.run.ema_decay
             self.state["ema_baseline"] = decay * self.state["ema_baseline"] + (1 - decay) * totals["losses/pair_term"]
             row.update(totals)
             row["charts/grad_norm"] = result.grad_norm
             row["charts/distance_to_init"] = result.distance_to_init
-        pairs = cfg.train.batch_size * cfg.train.grad_accum * self.processes
+        pairs = cfg.run.batch_size * cfg.run.grad_accum * self.processes
         tokens = sum_over_processes(self._step_tokens, self.accelerator, self.device)
         if self._step_rewards:
             mean_reward = sum(self._step_rewards) / len(self._step_rewards)
@@ -444,7 +441,7 @@ class Trainer:
     def run(self) -> dict:
         from tqdm.auto import tqdm
 
-        cfg = self.cfg.train
+        cfg = self.cfg.run
         started = time.perf_counter()
         if self.state["step"] == 0 and not self.state["evals"]:
             self.state["evals"].append({"step": 0, **self.evaluate()})
@@ -486,6 +483,6 @@ class Trainer:
         if not all(math.isfinite(v) for v in (summary["reward_start"], summary["reward_end"])):
             raise TrainingError("evaluation produced non-finite rewards")
         if self.is_main:
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+            write_json_atomically(self.run_dir / "summary.json", summary, indent=1)
         self.accelerator.wait_for_everyone()
         return summary

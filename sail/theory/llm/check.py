@@ -10,10 +10,10 @@ expected gradient for every KL estimator at the probe point and at θ* (:mod:`sa
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
+from sail.theory.llm.config import CheckConfig
 from sail.theory.llm.convergence import convergence_check
 from sail.theory.llm.curvature import (
     GAMMA_GRID,
@@ -57,32 +57,8 @@ class _Clock:
         self._last = now
 
 
-@dataclass(frozen=True)
-class CheckSettings:
-    """How hard the searches work (the defaults keep the LoRA run under two minutes on 2 CPU cores)."""
-
-    samples: int = 24
-    """Random ball points with exact Hessians (plus θ₀, the probe point and the ascent path)."""
-    starts: int = 4
-    """Starts of the global maximisation (θ₀ and random ball points)."""
-    ascent_iterations: int = 300
-    """Accelerated projected ascent iterations per start."""
-    polish_iterations: int = 20
-    """Trust-region Newton iterations for each of the two best starts."""
-    rate_steps: int = 150
-    """Steps of exact projected ascent with η = 1/L̂ whose gaps give the rate."""
-    path_points: int = 8
-    """Points of that path where exact Hessians join the samples."""
-    refine_iterations: int = 10
-    """Local-search iterations refining L̂ and γ_c."""
-    loop_steps: int = 40
-    """Steps of the training loop whose iterates give the stochastic path's PL ratio (0: skip)."""
-    estimators: bool = True
-    """Compute the estimator table."""
-
-
 def run_check(
-    instance: LLMInstance, seed: int = 0, settings: CheckSettings = CheckSettings()
+    instance: LLMInstance, seed: int = 0, settings: CheckConfig = CheckConfig()
 ) -> tuple[dict, Parametrisation, dict[str, np.ndarray]]:
     """(report, the parametrisation, the points θ₀ / probe / θ* by name)."""
     st = settings

@@ -27,10 +27,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from sail.models.frozen_start import frozen_start_reference
 from sail.models.head import attach_delta_head
-from sail.models.lora import LoraSettings, attach_lora
+from sail.models.lora import LoraAdapterConfig, attach_lora
 from sail.models.tiny import tiny_qwen3
 from sail.theory.llm.enumeration import prefix_inputs, prefix_log_probs_from_logits
-from sail.theory.llm.instance import LLMInstance, ModelSpec
+from sail.theory.llm.config import CheckerModelConfig
+from sail.theory.llm.instance import LLMInstance
 
 DTYPE = torch.float64
 
@@ -61,7 +62,7 @@ def float64_norms(model) -> int:
     return count
 
 
-def base_model(spec: ModelSpec):
+def base_model(spec: CheckerModelConfig):
     """The tiny float64 Qwen3 with a real EOS token (the last id), SDPA attention (float64 throughout,
     unlike the eager path's float32 softmax), float64 norms."""
     model = tiny_qwen3(
@@ -195,7 +196,7 @@ def build_parametrisation(instance: LLMInstance) -> Parametrisation:
         head = attach_delta_head(model)
         reference = head.disabled
     else:
-        model = attach_lora(model, LoraSettings(rank=spec.lora_rank, alpha=spec.lora_alpha), seed=spec.seed).to(DTYPE)
+        model = attach_lora(model, LoraAdapterConfig(rank=spec.lora_rank, alpha=spec.lora_alpha), seed=spec.seed).to(DTYPE)
         if kind == "lora_nonzero_init":
             generator = torch.Generator().manual_seed(spec.seed + 1)
             with torch.no_grad():
