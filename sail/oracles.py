@@ -15,6 +15,12 @@ import torch
 LABEL_MODES = ("sample", "soft", "argmax")
 
 
+def check_label_mode(mode: str) -> str:
+    if mode not in LABEL_MODES:
+        raise ValueError(f"label mode must be one of {LABEL_MODES}, got {mode!r}")
+    return mode
+
+
 def bradley_terry_labels(
     reward_1: torch.Tensor,
     reward_2: torch.Tensor,
@@ -37,19 +43,16 @@ def bradley_terry_labels(
         return p_star
     if mode == "sample":
         return torch.bernoulli(p_star, generator=generator)
-    if mode == "argmax":
+    if check_label_mode(mode) == "argmax":
         return 0.5 * (torch.sign(diff) + 1.0)
-    raise ValueError(f"label mode must be one of {LABEL_MODES}, got {mode!r}")
 
 
 class TabularRewardOracle:
     """Bradley–Terry oracle of a known reward table r*[X, Y] (exact log-linear worlds)."""
 
     def __init__(self, reward, mode: str = "sample"):
-        if mode not in LABEL_MODES:
-            raise ValueError(f"label mode must be one of {LABEL_MODES}, got {mode!r}")
         self.reward = torch.as_tensor(reward, dtype=torch.float64)
-        self.mode = mode
+        self.mode = check_label_mode(mode)
 
     def rewards(self, prompts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
         return self.reward[prompts[:, None], responses]
@@ -90,10 +93,8 @@ class ScoreOracle:
     """
 
     def __init__(self, scorer, mode: str = "sample", tie_tolerance: float = 1e-6):
-        if mode not in LABEL_MODES:
-            raise ValueError(f"label mode must be one of {LABEL_MODES}, got {mode!r}")
         self.scorer = scorer
-        self.mode = mode
+        self.mode = check_label_mode(mode)
         self.tie_tolerance = tie_tolerance
 
     def scores(self, prompts, responses) -> torch.Tensor:
