@@ -245,7 +245,6 @@ def test_sail_config_validation(kwargs, match):
 def test_self_label_loss_gradient_is_exact_in_expectation():
     """SAIL-PP: labels drawn from σ(βΔ_θ); E[∇loss] = −∇E_{pairs}E_{z~q}[h] (by enumeration)."""
     inst, policy, _ = _world(seed=2, gamma=0.0)
-    cfg = SailConfig(beta=inst.beta, gamma=0.0, baseline="none")
     theta = policy.theta.detach().clone()
 
     def objective(th):

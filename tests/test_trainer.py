@@ -196,7 +196,6 @@ def test_micro_batches_are_sorted_by_prompt_length(base_dir, prompt_files, tmp_p
 def test_nonfinite_losses_are_skipped_then_stop(base_dir, prompt_files, tmp_path, monkeypatch):
     cfg = load_config(None, _overrides(base_dir, prompt_files, "run.steps=5", "run.max_nonfinite=2", "spectral.log_every=0"))
     trainer = Trainer(cfg, tmp_path / "r")
-    import sail.train.trainer as trainer_module
 
     def nan_loss(*args, **kwargs):
         loss, stats = sail_loss(*args, **kwargs)

@@ -34,7 +34,6 @@ from sail.em.finetune import finetune
 from sail.em.organism import OrganismConfig, ensure_base_organism
 from sail.em.protocol import run_em_protocol
 from sail.io import write_json_atomically
-from sail.spectral.config import SpectralConfig
 
 
 @dataclass

@@ -20,23 +20,17 @@ Run directory: ``config.yaml`` (:mod:`sail.train.run_dir`), ``metrics.jsonl``, `
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from sail.data import load_hf_prompts, load_pairs, load_prompts
-from sail.io import write_json_atomically, write_text_atomically
+from sail.data import load_pairs
+from sail.io import write_json_atomically
 from sail.loop import MicroBatch, sail_step
-from sail.models.embedded import PREFIX, embedded_model, embedded_names
-from sail.models.head import attach_delta_head, delta_head_of
-from sail.models.lora import attach_lora
-from sail.oracles import RewardModelScorer, ScoreOracle, bradley_terry_labels, load_callable
-from sail.policies.causal_lm import CausalLMPolicy
+from sail.models.head import delta_head_of
+from sail.oracles import ScoreOracle, bradley_terry_labels, load_callable
 from sail.spectral.logging import SpectralLogger
 from sail.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from sail.train.config import ROUTES, TrainConfig, check_complete
@@ -49,167 +43,18 @@ from sail.train.distributed import (
     shard_base_weights,
     sum_over_processes,
 )
+from sail.train.errors import TrainingError
+from sail.train.evaluation import evaluate
+from sail.train.metrics import MetricsWriter, NullWriter, environment
+from sail.train.policy import load_policy
+from sail.train.prompts import load_prompt_sets
+from sail.train.rewards import build_scorer
 from sail.train.run_dir import write_run_config
 
 KL_DRAWS = 1
 """The salt of the generator for the KL term's own draws (see :meth:`Trainer._micro_batch`)."""
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot go on (too many non-finite losses, a bad model path, …)."""
-
-
-def resolve_model_path(name_or_path: str) -> str:
-    embedded = embedded_model(name_or_path)
-    if embedded is not None:
-        return embedded.build()
-    if name_or_path.startswith(PREFIX):
-        raise TrainingError(f"model.name_or_path: unknown embedded model {name_or_path!r}; known: {embedded_names()}")
-    return name_or_path
-
-
-def load_policy(cfg: TrainConfig) -> CausalLMPolicy:
-    """The base model from a hub id or directory, with a fresh LoRA adapter (seeded)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = resolve_model_path(cfg.model.name_or_path)
-    local = Path(path)
-    if (local.is_absolute() or path.startswith(".")) and not local.is_dir():
-        raise TrainingError(f"model.name_or_path: no such directory {path!r}")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=_DTYPES[cfg.model.dtype], trust_remote_code=cfg.model.trust_remote_code, use_safetensors=True
-        )
-    except (OSError, ValueError) as exc:
-        raise TrainingError(f"model.name_or_path {path!r} could not be loaded: {exc}") from None
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if cfg.run.activation_checkpointing:
-        # recompute each decoder layer's activations in the backward; with a frozen base the
-        # embeddings' output must require grad for the checkpointed layers to see a graph
-        if hasattr(model, "activation_checkpointing_enable"):  # transformers ≥ 5.2x; the old name is deprecated
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    if cfg.model.trainable == "head":
-        return _head_policy(model, tokenizer, cfg)
-    peft_model = attach_lora(model, cfg.model.lora, seed=cfg.run.seed)
-    return CausalLMPolicy(
-        peft_model, tokenizer.eos_token_id, tokenizer.pad_token_id, cfg.sampling, tokenizer, logprob_chunk=cfg.run.logprob_chunk or None
-    )
-
-
-def _head_policy(model, tokenizer, cfg: TrainConfig) -> CausalLMPolicy:
-    """The head parametrisation: a dense delta on the LM head, the reference with the delta off.
-    The fast sampler merges LoRA layers only, so this samples with ``hf``."""
-    head = attach_delta_head(model)
-    sampling = cfg.sampling
-    if sampling.engine == "fast":
-        print("sail train: model.trainable=head samples with sampling.engine=hf (the fast sampler merges LoRA layers only)", file=sys.stderr)
-        sampling = dataclasses.replace(sampling, engine="hf", compile=False)
-    return CausalLMPolicy(
-        model, tokenizer.eos_token_id, tokenizer.pad_token_id, sampling, tokenizer,
-        logprob_chunk=cfg.run.logprob_chunk or None, reference=head.disabled,
-    )
-
-
-def build_scorer(cfg: TrainConfig):
-    if cfg.oracle.kind == "callable":
-        return load_callable(cfg.oracle.path, "oracle.path")
-    return RewardModelScorer(cfg.oracle.path, trust_remote_code=cfg.model.trust_remote_code)
-
-
-def load_prompt_sets(cfg: TrainConfig) -> tuple[list, list]:
-    """(training prompts, held-out prompts)."""
-    embedded = embedded_model(cfg.model.name_or_path)
-    if cfg.data.prompts:
-        train = load_prompts(cfg.data.prompts)
-    elif cfg.data.hf_dataset:
-        train = load_hf_prompts(cfg.data.hf_dataset, column=cfg.data.hf_column)
-    elif embedded is not None:
-        train = embedded.train_prompts(cfg.run.seed)
-    else:
-        raise TrainingError(f"data.prompts (or data.hf_dataset) is needed to train {cfg.model.name_or_path!r}")
-    if cfg.data.eval_prompts:
-        held_out = load_prompts(cfg.data.eval_prompts)
-    elif embedded is not None and not cfg.data.prompts and not cfg.data.hf_dataset:
-        held_out = embedded.eval_prompts(cfg.data.n_eval, cfg.run.seed)
-    else:
-        held_out = train[: cfg.data.n_eval]
-    return train, held_out[: cfg.data.n_eval]
-
-
-def environment() -> dict:
-    import peft
-    import transformers
-
-    import sail
-
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return {
-        "sail": str(sail.__version__),
-        "torch": str(torch.__version__),
-        "transformers": str(transformers.__version__),
-        "peft": str(peft.__version__),
-        "git_commit": commit or None,
-    }
-
-
-def _kept_on_resume(row: dict, resume_step: int) -> bool:
-    """Rows before the checkpoint's step, and its own evaluation (written before it was saved)."""
-    step = row.get("step", 0)
-    return step < resume_step or (step == resume_step and "eval/reward_mean" in row)
-
-
-class NullWriter:
-    """What processes other than the main one write: nothing."""
-
-    def write(self, row: dict) -> None:
-        pass
-
-
-class MetricsWriter:
-    """Appends metric rows to ``metrics.jsonl`` (optionally TensorBoard / wandb)."""
-
-    def __init__(self, run_dir: Path, cfg: TrainConfig, resume_step: int | None):
-        self.path = run_dir / "metrics.jsonl"
-        if resume_step is not None and self.path.exists():  # drop rows the resumed run will repeat
-            kept = [line for line in self.path.read_text().splitlines() if line and _kept_on_resume(json.loads(line), resume_step)]
-            write_text_atomically(self.path, "".join(line + "\n" for line in kept))
-        elif resume_step is None:
-            self.path.write_text("")
-        self.tb = self.wandb = None
-        if cfg.run.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as exc:
-                raise TrainingError("run.tensorboard needs the 'tensorboard' package") from exc
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-        if cfg.run.wandb:
-            try:
-                import wandb
-            except ImportError as exc:
-                raise TrainingError("run.wandb needs the 'wandb' package") from exc
-            self.wandb = wandb.init(config=dataclasses.asdict(cfg), dir=str(run_dir))
-
-    def write(self, row: dict) -> None:
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
-        for key, value in row.items():
-            if key != "step" and isinstance(value, (int, float)):
-                if self.tb is not None:
-                    self.tb.add_scalar(key, value, row["step"])
-        if self.wandb is not None:
-            self.wandb.log(row, step=row["step"])
+__all__ = ["Trainer", "TrainingError"]
 
 
 class Trainer:
@@ -394,48 +239,9 @@ class Trainer:
         return row
 
     # --- evaluation ----------------------------------------------------------------------
-    @torch.no_grad()
     def evaluate(self) -> dict:
-        """Held-out prompts: oracle reward of the policy and the reference, win rate, KL."""
-        # Common random numbers: policy and reference sample with identically seeded generators,
-        # so their difference is not blurred by independent sampling noise (equal at step 0).
-        # Each process scores its share of the held-out prompts; the per-prompt results are gathered.
-        from accelerate.utils import gather_object
-
-        mine = self.eval_prompts[self.process :: self.processes]
-        per_prompt = []
-        if mine:
-            prompts = self.policy.encode_prompts(mine, self.device)
-            responses = self.policy.sample(prompts, 1, generator=torch.Generator().manual_seed(777 + self.process))
-            with self.policy.reference():
-                ref_responses = self.policy.sample(prompts, 1, generator=torch.Generator().manual_seed(777 + self.process))
-            r_policy = self.oracle.scores(prompts, responses)[:, 0].tolist()
-            r_ref = self.oracle.scores(prompts, ref_responses)[:, 0].tolist()
-            # unbiased estimates of the sequence KLs: each on prefixes drawn from its first argument
-            kls = self.policy.per_position_kl(prompts, responses, "policy_to_ref").tolist()
-            ref_kls = self.policy.per_position_kl(prompts, ref_responses, "ref_to_policy").tolist()
-            texts = [row[0] for row in responses.texts] if responses.texts else [""] * len(mine)
-            ref_texts = [row[0] for row in ref_responses.texts] if ref_responses.texts else [""] * len(mine)
-            per_prompt = list(zip(r_policy, r_ref, kls, ref_kls, mine, texts, ref_texts))
-        if self.processes > 1:
-            per_prompt = gather_object(per_prompt)
-        columns = list(zip(*per_prompt))
-        r_policy, r_ref, kl, ref_kl = (torch.tensor(column, dtype=torch.float64) for column in columns[:4])
-        win = ((r_policy > r_ref).double() + 0.5 * (r_policy == r_ref).double()).mean()
-        out = {
-            "eval/reward_mean": float(r_policy.mean()),
-            "eval/reference_reward_mean": float(r_ref.mean()),
-            "eval/win_rate_vs_reference": float(win),
-            "eval/kl_policy_to_ref": float(kl.mean()),
-            "eval/kl_ref_to_policy": float(ref_kl.mean()),
-        }
-        if self.eval_metrics is not None:  # e.g. the judge's misalignment rates
-            prompts_text, texts, ref_texts = (list(c) for c in columns[4:])
-            for key, value in self.eval_metrics(prompts_text, texts).items():
-                out[f"eval/{key}"] = value
-            for key, value in self.eval_metrics(prompts_text, ref_texts).items():
-                out[f"eval/reference_{key}"] = value
-        return out
+        """Held-out prompts: oracle reward of the policy and the reference, win rate, KL (:mod:`sail.train.evaluation`)."""
+        return evaluate(self.policy, self.oracle, self.eval_prompts, self.eval_metrics, self.accelerator, self.device)
 
     # --- the run -------------------------------------------------------------------------
     def run(self) -> dict:

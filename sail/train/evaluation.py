@@ -1,0 +1,52 @@
+"""Evaluation on held-out prompts: the oracle's reward of the policy and of the reference, the win
+rate, and both sequence KLs, each estimated without bias on draws from its first argument."""
+
+from __future__ import annotations
+
+import torch
+from accelerate.utils import gather_object
+
+
+@torch.no_grad()
+def evaluate(policy, oracle, eval_prompts: list, eval_metrics, accelerator, device) -> dict:
+    """Held-out prompts: oracle reward of the policy and the reference, win rate, KL; plus
+    ``eval_metrics(prompts, responses)`` of both when given. Each process scores its share of the
+    prompts; the per-prompt results are gathered.
+
+    Common random numbers: policy and reference sample with identically seeded generators, so their
+    difference is not blurred by independent sampling noise (equal at step 0)."""
+    process, processes = accelerator.process_index, accelerator.num_processes
+    mine = eval_prompts[process :: processes]
+    per_prompt = []
+    if mine:
+        prompts = policy.encode_prompts(mine, device)
+        responses = policy.sample(prompts, 1, generator=torch.Generator().manual_seed(777 + process))
+        with policy.reference():
+            ref_responses = policy.sample(prompts, 1, generator=torch.Generator().manual_seed(777 + process))
+        r_policy = oracle.scores(prompts, responses)[:, 0].tolist()
+        r_ref = oracle.scores(prompts, ref_responses)[:, 0].tolist()
+        # unbiased estimates of the sequence KLs: each on prefixes drawn from its first argument
+        kls = policy.per_position_kl(prompts, responses, "policy_to_ref").tolist()
+        ref_kls = policy.per_position_kl(prompts, ref_responses, "ref_to_policy").tolist()
+        texts = [row[0] for row in responses.texts] if responses.texts else [""] * len(mine)
+        ref_texts = [row[0] for row in ref_responses.texts] if ref_responses.texts else [""] * len(mine)
+        per_prompt = list(zip(r_policy, r_ref, kls, ref_kls, mine, texts, ref_texts))
+    if processes > 1:
+        per_prompt = gather_object(per_prompt)
+    columns = list(zip(*per_prompt))
+    r_policy, r_ref, kl, ref_kl = (torch.tensor(column, dtype=torch.float64) for column in columns[:4])
+    win = ((r_policy > r_ref).double() + 0.5 * (r_policy == r_ref).double()).mean()
+    out = {
+        "eval/reward_mean": float(r_policy.mean()),
+        "eval/reference_reward_mean": float(r_ref.mean()),
+        "eval/win_rate_vs_reference": float(win),
+        "eval/kl_policy_to_ref": float(kl.mean()),
+        "eval/kl_ref_to_policy": float(ref_kl.mean()),
+    }
+    if eval_metrics is not None:  # e.g. the judge's misalignment rates
+        prompts_text, texts, ref_texts = (list(c) for c in columns[4:])
+        for key, value in eval_metrics(prompts_text, texts).items():
+            out[f"eval/{key}"] = value
+        for key, value in eval_metrics(prompts_text, ref_texts).items():
+            out[f"eval/reference_{key}"] = value
+    return out
