@@ -280,6 +280,7 @@ def sail_step(
     autocast=nullcontext,
     reduce_gradients: Callable[[list], None] | None = None,
     all_agree: Callable[[bool], bool] = _agree_single,
+    max_grad_norm: float | None = None,
 ) -> StepResult:
     """One optimiser update of SAIL-RevKL.
 
@@ -288,8 +289,9 @@ def sail_step(
     step is skipped, with the gradients cleared, when any micro-batch's loss or the reduced
     gradient is not finite; ``all_agree`` makes every process take the same branch (it returns
     True only when the flag is True everywhere). ``reduce_gradients`` averages the gradients across
-    processes before the check. Then the optimiser steps and, when ``cfg.radius`` is set, θ is
-    projected onto ‖θ − θ₀‖ ≤ R (θ₀ = ``policy.ball_center()``).
+    processes before the check. With ``max_grad_norm`` the gradient is then scaled to norm at most
+    ``max_grad_norm`` (the reported ``grad_norm`` is the norm before). Then the optimiser steps and,
+    when ``cfg.radius`` is set, θ is projected onto ‖θ − θ₀‖ ≤ R (θ₀ = ``policy.ball_center()``).
     """
     params = list(policy.trainable_parameters())
     optimizer.zero_grad(set_to_none=True)
@@ -327,6 +329,8 @@ def sail_step(
     if not all_agree(bool(torch.isfinite(torch.tensor(grad_norm)))):
         optimizer.zero_grad(set_to_none=True)
         return StepResult(stats=totals, grad_norm=grad_norm, skipped="gradient")
+    if max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     if cfg.radius is not None:

@@ -124,11 +124,21 @@ class RewardModelScorer:
     newline; the score is the single logit (or the last one for multi-label heads).
     """
 
-    def __init__(self, path: str, device: str | None = None, batch_size: int = 16, max_length: int = 1024, trust_remote_code: bool = False):
+    def __init__(
+        self,
+        path: str,
+        device: str | None = None,
+        batch_size: int = 16,
+        max_length: int = 1024,
+        trust_remote_code: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        self.model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code).eval()
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            path, trust_remote_code=trust_remote_code, dtype=dtype, use_safetensors=True
+        ).eval()
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
         if self.tokenizer.pad_token is None:
@@ -138,10 +148,15 @@ class RewardModelScorer:
         self.batch_size = batch_size
         self.max_length = max_length
 
+    chat_template_kwargs: dict | None = None
+    """Extra variables for the reward model's chat template (``data.chat_template_kwargs``, set by the
+    trainer)."""
+
     def render(self, prompt, response: str) -> str:
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
         if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": response}], tokenize=False)
+            conversation = messages + [{"role": "assistant", "content": response}]
+            return self.tokenizer.apply_chat_template(conversation, tokenize=False, **(self.chat_template_kwargs or {}))
         return "\n".join(m["content"] for m in messages) + "\n" + response
 
     @torch.no_grad()

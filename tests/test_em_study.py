@@ -139,14 +139,14 @@ def test_realignment_run_on_a_merged_misaligned_policy(tiny_organism, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if "eval/reward_mean" in r]
     assert len(evals) == 2 and all("eval/misalignment_rate_all" in r and "eval/reference_misalignment_rate_all" in r for r in evals)
-    from sail.em.realign import main as plot_main
-    from sail.em.study_plots import plot_realignment
-
-    assert plot_main([str(tmp_path / "curves.png"), f"SAIL-RevKL={tmp_path / 'run'}"]) == 0
+    # `sail plot` draws the judge's rates beside the trainer's own metrics, the reference's dashed
+    assert main(["plot", str(tmp_path / "run"), "--output", str(tmp_path / "curves.png")]) == 0
     assert imread(tmp_path / "curves.png").ndim == 3
-    figure = plot_realignment({"SAIL-RevKL": tmp_path / "run"}, tmp_path / "again.png")
-    kl = [ax for ax in figure.axes if ax.get_title() == "KL(π‖π_ref), held-out"][0]
-    np.testing.assert_allclose(kl.lines[0].get_xydata(), [(r["step"], r["eval/kl_policy_to_ref"]) for r in evals])
+    from sail.train.plot import plot_runs
+
+    rate = [ax for ax in plot_runs([tmp_path / "run"]).axes if ax.get_title() == "misalignment rate all"][0]
+    np.testing.assert_allclose(rate.lines[0].get_xydata(), [(r["step"], r["eval/misalignment_rate_all"]) for r in evals])
+    np.testing.assert_allclose(rate.lines[1].get_xydata(), [(r["step"], r["eval/reference_misalignment_rate_all"]) for r in evals])
 
 
 def test_unknown_embedded_model_and_missing_prompts_are_named(tiny_organism, tmp_path):

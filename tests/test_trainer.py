@@ -17,59 +17,21 @@ from sail.loop import SailConfig, sail_loss
 from sail.tasks import default as task
 from sail.train.config import load_config
 from sail.train.trainer import Trainer, TrainingError
-
-
-@pytest.fixture(scope="module")
-def base_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("base")
-    task.build_base_model(out, seed=0, steps=40, n_eval=0)
-    return out
-
-
-@pytest.fixture(scope="module")
-def prompt_files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    task.write_prompts_jsonl(d / "train.jsonl", task.sample_prompts(64, seed=1))
-    task.write_prompts_jsonl(d / "eval.jsonl", task.sample_prompts(8, seed=2))
-    pairs = []
-    for p in task.sample_prompts(16, seed=3):
-        pairs.append({"prompt": p, "chosen": task.correct(p), "rejected": "0"})
-    (d / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
-    return d
-
-
-def _overrides(base_dir, prompt_files, *extra):
-    return [
-        f"model.name_or_path={base_dir}",
-        f"data.prompts={prompt_files / 'train.jsonl'}",
-        f"data.eval_prompts={prompt_files / 'eval.jsonl'}",
-        "data.n_eval=8",
-        "sampling.max_new_tokens=6",
-        "run.batch_size=4",
-        "run.steps=3",
-        "run.eval_every=3",
-        "run.save_every=1",
-        "run.progress=false",
-        "spectral.log_every=2",
-        "model.lora.rank=4",
-        "oracle.path=sail.tasks.default:reward",
-        "run.eval_metrics=",
-        *extra,
-    ]
+from tiny_runs import base_policy, run_overrides
 
 
 def test_run_directory_and_adapter(base_dir, prompt_files, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", *sum((["--set", o] for o in _overrides(base_dir, prompt_files)), []), "--output-dir", str(run)]) == 0
+    assert main(["train", *sum((["--set", o] for o in run_overrides(base_dir, prompt_files)), []), "--output-dir", str(run)]) == 0
     assert "held-out reward" in capsys.readouterr().out
-    for name in ("config.yaml", "metrics.jsonl", "summary.json", "spectra.jsonl", "adapter", "checkpoint"):
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "spectra.jsonl", "adapter", "checkpoint-3"):
         assert (run / name).exists(), name
     config = (run / "config.yaml").read_text()
     assert "transformers:" in config and "peft:" in config and "git_commit" in config
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    steps = [r for r in rows if "losses/loss" in r]
+    steps = [r for r in rows if "losses/online_oracle/loss" in r]
     assert [r["step"] for r in steps] == [0, 1, 2]
-    for key in ("losses/loss", "charts/kl_ref_to_policy", "charts/implicit_reward_margin_abs_mean", "charts/reward_mean", "charts/grad_norm", "perf/tokens_per_s", "perf/samples_per_s"):
+    for key in ("losses/online_oracle/loss", "losses/online_oracle/pair_log_likelihood", "objective/j_gamma", "charts/learning_rate", "charts/completion_length_mean", "charts/eos_rate", "charts/kl_ref_to_policy", "charts/implicit_reward_margin_abs_mean", "charts/reward_mean", "charts/grad_norm", "perf/tokens_per_s", "perf/samples_per_s"):
         assert key in steps[0]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 3 and {"reward_start", "reward_end", "win_rate_vs_reference_end"} <= set(summary)
@@ -87,7 +49,7 @@ def test_run_directory_and_adapter(base_dir, prompt_files, tmp_path, capsys):
 
 
 def test_adapter_changes_and_base_does_not(base_dir, prompt_files, tmp_path):
-    cfg = load_config(None, _overrides(base_dir, prompt_files, "run.steps=2", "spectral.log_every=0"))
+    cfg = load_config(None, run_overrides(base_dir, prompt_files, "run.steps=2", "spectral.log_every=0"))
     trainer = Trainer(cfg, tmp_path / "r")
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.run()
@@ -113,13 +75,13 @@ def test_adapter_changes_and_base_does_not(base_dir, prompt_files, tmp_path):
 )
 def test_variants_run_from_config_alone(base_dir, prompt_files, tmp_path, variant):
     extra = [f"data.pairs={prompt_files / 'pairs.jsonl'}"] if any("dataset" in v or "offline" in v for v in variant) else []
-    cfg = load_config(None, _overrides(base_dir, prompt_files, "run.steps=2", "spectral.log_every=0", *variant, *extra))
+    cfg = load_config(None, run_overrides(base_dir, prompt_files, "run.steps=2", "spectral.log_every=0", *variant, *extra))
     summary = Trainer(cfg, tmp_path / "r").run()
     assert summary["steps"] == 2 and summary["skipped_steps"] == 0
 
 
 def test_eval_metrics_hook_logs_policy_and_reference(base_dir, prompt_files, tmp_path):
-    cfg = load_config(None, _overrides(base_dir, prompt_files, "run.steps=1", "spectral.log_every=0", "run.eval_metrics=sail.em.metrics:em_metrics"))
+    cfg = load_config(None, run_overrides(base_dir, prompt_files, "run.steps=1", "spectral.log_every=0", "run.eval_metrics=sail.em.metrics:em_metrics"))
     Trainer(cfg, tmp_path / "r").run()
     evals = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines() if "eval/reward_mean" in line]
     assert len(evals) == 2
@@ -130,7 +92,7 @@ def test_eval_metrics_hook_logs_policy_and_reference(base_dir, prompt_files, tmp
 
 def test_gradient_accumulation_is_invariant(base_dir, prompt_files, tmp_path):
     """One batch of 8 pairs and two micro-batches of 4 (loss / 2 each) give the same gradient."""
-    cfg = load_config(None, _overrides(base_dir, prompt_files, "spectral.log_every=0"))
+    cfg = load_config(None, run_overrides(base_dir, prompt_files, "spectral.log_every=0"))
     trainer = Trainer(cfg, tmp_path / "r")
     policy = trainer.policy
     prompts = policy.encode_prompts(task.sample_prompts(8, seed=5))
@@ -159,7 +121,7 @@ def test_activation_checkpointing_and_chunking_leave_the_gradient_unchanged(base
     """Recomputing layer activations, and the LM head in chunks of 3 positions, give the gradient
     of the plain computation."""
     def gradient(*extra):
-        cfg = load_config(None, _overrides(base_dir, prompt_files, "spectral.log_every=0", *extra))
+        cfg = load_config(None, run_overrides(base_dir, prompt_files, "spectral.log_every=0", *extra))
         trainer = Trainer(cfg, tmp_path / "r")
         policy = trainer.policy
         base = policy.model.get_base_model()
@@ -180,7 +142,7 @@ def test_activation_checkpointing_and_chunking_leave_the_gradient_unchanged(base
 
 def test_micro_batches_are_sorted_by_prompt_length(base_dir, prompt_files, tmp_path):
     def indices(sort):
-        cfg = load_config(None, _overrides(base_dir, prompt_files, "run.grad_accum=3", f"run.sort_by_length={sort}", "spectral.log_every=0"))
+        cfg = load_config(None, run_overrides(base_dir, prompt_files, "run.grad_accum=3", f"run.sort_by_length={sort}", "spectral.log_every=0"))
         trainer = Trainer(cfg, tmp_path / f"r{sort}")
         return trainer, trainer._step_indices("online_oracle")
 
@@ -194,7 +156,7 @@ def test_micro_batches_are_sorted_by_prompt_length(base_dir, prompt_files, tmp_p
 
 
 def test_nonfinite_losses_are_skipped_then_stop(base_dir, prompt_files, tmp_path, monkeypatch):
-    cfg = load_config(None, _overrides(base_dir, prompt_files, "run.steps=5", "run.max_nonfinite=2", "spectral.log_every=0"))
+    cfg = load_config(None, run_overrides(base_dir, prompt_files, "run.steps=5", "run.max_nonfinite=2", "spectral.log_every=0"))
     trainer = Trainer(cfg, tmp_path / "r")
 
     def nan_loss(*args, **kwargs):
@@ -208,14 +170,14 @@ def test_nonfinite_losses_are_skipped_then_stop(base_dir, prompt_files, tmp_path
         trainer.run()
     rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("skipped_nonfinite_loss") for r in rows)
-    assert not (tmp_path / "r" / "checkpoint").exists() or all(
-        torch.isfinite(t).all() for t in load_file(tmp_path / "r" / "checkpoint" / "adapter.safetensors").values()
+    assert all(  # a checkpoint is never written with non-finite weights
+        torch.isfinite(t).all() for path in (tmp_path / "r").glob("checkpoint-*/adapter_model.safetensors") for t in load_file(path).values()
     )
 
 
 def test_a_nonfinite_gradient_with_a_finite_loss_is_skipped(base_dir, prompt_files, tmp_path):
     """β = 1e30: the loss stays finite, the gradient overflows; no step reaches the optimiser."""
-    cfg = load_config(None, _overrides(base_dir, prompt_files, "run.steps=5", "run.max_nonfinite=2", "spectral.log_every=0", "objective.beta=1e30"))
+    cfg = load_config(None, run_overrides(base_dir, prompt_files, "run.steps=5", "run.max_nonfinite=2", "spectral.log_every=0", "objective.beta=1e30"))
     trainer = Trainer(cfg, tmp_path / "r")
     before = {n: p.detach().clone() for n, p in trainer._named_trainable().items()}
     with pytest.raises(TrainingError, match="non-finite gradients in a row"):
@@ -233,7 +195,7 @@ def test_the_trainer_steps_through_the_one_loop(base_dir, prompt_files, tmp_path
     import sail.train.trainer as trainer_module
     from sail.loop import sail_step
 
-    cfg = load_config(None, _overrides(base_dir, prompt_files, "spectral.log_every=0", "run.grad_accum=2", "objective.gamma=0.5"))
+    cfg = load_config(None, run_overrides(base_dir, prompt_files, "spectral.log_every=0", "run.grad_accum=2", "objective.gamma=0.5"))
     trainer = Trainer(cfg, tmp_path / "r")
     calls = []
 
@@ -262,7 +224,7 @@ def test_the_trainer_steps_through_the_one_loop(base_dir, prompt_files, tmp_path
 
 def test_the_projection_binds_in_a_trainer_run(base_dir, prompt_files, tmp_path):
     radius = 0.02
-    cfg = load_config(None, _overrides(base_dir, prompt_files, "run.steps=4", "spectral.log_every=0", "optimizer.lr=0.01", f"objective.radius={radius}"))
+    cfg = load_config(None, run_overrides(base_dir, prompt_files, "run.steps=4", "spectral.log_every=0", "optimizer.lr=0.01", f"objective.radius={radius}"))
     trainer = Trainer(cfg, tmp_path / "r")
     trainer.run()
     rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
@@ -277,7 +239,7 @@ def test_head_parametrisation_trains_only_the_head_delta(base_dir, prompt_files,
     embeddings included) stays, the reference is the base model, and the run saves the delta."""
     from sail.models.head import delta_head_of
 
-    cfg = load_config(None, _overrides(base_dir, prompt_files, "run.steps=2", "spectral.log_every=2", "model.trainable=head",
+    cfg = load_config(None, run_overrides(base_dir, prompt_files, "run.steps=2", "spectral.log_every=2", "model.trainable=head",
                                        "optimizer.lr=0.05", "sampling.engine=fast"))
     trainer = Trainer(cfg, tmp_path / "r")
     assert "samples with sampling.engine=hf" in capsys.readouterr().err
@@ -292,21 +254,11 @@ def test_head_parametrisation_trains_only_the_head_delta(base_dir, prompt_files,
     assert delta.abs().max() > 0
     torch.testing.assert_close(load_file(tmp_path / "r" / "head_delta.safetensors")["delta"], delta)
     with torch.no_grad():  # the reference is the base: Δ switched off
-        base = _base_policy(base_dir).logprob(prompts, responses)
+        base = base_policy(base_dir).logprob(prompts, responses)
         torch.testing.assert_close(trainer.policy.ref_logprob(prompts, responses), base)
         assert (trainer.policy.logprob(prompts, responses) - base).abs().max() > 1e-4
     with pytest.raises(Exception, match="flatness penalty"):
-        load_config(None, _overrides(base_dir, prompt_files, "model.trainable=head", "spectral.penalty_weight=1"))
-
-
-def _base_policy(path):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from sail.policies.causal_lm import CausalLMPolicy
-
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
-    return CausalLMPolicy(model, tok.eos_token_id, tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id, tokenizer=tok)
+        load_config(None, run_overrides(base_dir, prompt_files, "model.trainable=head", "spectral.penalty_weight=1"))
 
 
 def _cli(args, **kwargs):
@@ -316,17 +268,16 @@ def _cli(args, **kwargs):
 @pytest.mark.parametrize("engine", ["hf", "fast"])
 def test_resume_after_sigkill_is_bit_exact(base_dir, prompt_files, tmp_path, engine):
     extra = ("run.steps=6", "spectral.log_every=0", f"sampling.engine={engine}") + (("objective.radius=0.05",) if engine == "fast" else ())
-    overrides = sum((["--set", o] for o in _overrides(base_dir, prompt_files, *extra)), [])
+    overrides = sum((["--set", o] for o in run_overrides(base_dir, prompt_files, *extra)), [])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     full = tmp_path / "full"
     assert _cli([*overrides, "--output-dir", str(full)], env=env).wait(timeout=600) == 0
 
     killed = tmp_path / "killed"
     proc = _cli([*overrides, "--output-dir", str(killed)], env=env)
-    metrics = killed / "metrics.jsonl"
     deadline = time.time() + 600
     while time.time() < deadline:  # kill after the checkpoint of step 3 exists
-        if metrics.exists() and '"step": 3' in metrics.read_text():
+        if (killed / "checkpoint-3" / "COMPLETE").exists():
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
@@ -382,7 +333,7 @@ def test_bad_model_path_and_scorer_path(tmp_path, capsys, prompt_files, base_dir
         load_callable("sail.tasks.default:no_such_fn", "run.eval_metrics")
     assert load_callable("sail.tasks.default:reward") is task.reward
     # the trainer names the key that held the bad path
-    overrides = _overrides(base_dir, prompt_files, "run.eval_metrics=no_such_module:metrics")
+    overrides = run_overrides(base_dir, prompt_files, "run.eval_metrics=no_such_module:metrics")
     assert main(["train", *sum((["--set", o] for o in overrides), []), "--output-dir", str(tmp_path / "run")]) == 2
     assert "run.eval_metrics: cannot import module 'no_such_module'" in capsys.readouterr().err
 
@@ -402,7 +353,7 @@ def test_two_process_accelerate_run_on_cpu(base_dir, prompt_files, tmp_path, fsd
     trainer checks and fails otherwise), adapter loadable by peft."""
     run = tmp_path / "ddp"
     extra = ("run.steps=3", "spectral.log_every=2", f"run.fsdp={str(fsdp).lower()}")
-    overrides = sum((["--set", o] for o in _overrides(base_dir, prompt_files, *extra)), [])
+    overrides = sum((["--set", o] for o in run_overrides(base_dir, prompt_files, *extra)), [])
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
     launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -411,8 +362,8 @@ def test_two_process_accelerate_run_on_cpu(base_dir, prompt_files, tmp_path, fsd
     summary = json.loads((run / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["steps"] == 3
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows if "losses/loss" in r] == [0, 1, 2]  # written once, by the main process
-    assert all(r["perf/samples_per_s"] > 0 for r in rows if "losses/loss" in r)
+    assert [r["step"] for r in rows if "losses/online_oracle/loss" in r] == [0, 1, 2]  # written once, by the main process
+    assert all(r["perf/samples_per_s"] > 0 for r in rows if "losses/online_oracle/loss" in r)
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 

@@ -27,7 +27,8 @@ same ``model.safetensors`` bytes.
 
 Cache. :func:`ensure_base_organism` keeps the build under
 ``<cache root>/em/<organism_dir_name(seed, recipe)>`` (root = ``cache_dir``, ``$SAIL_CACHE`` or
-``~/.cache/sail``), written atomically under a lock by :func:`sail.models.cache.ensure_built`.
+``~/.cache/sail``), written atomically under a lock by :func:`sail.models.cache.ensure_built`. The
+default organism of seed 0 is shipped with the package (:mod:`sail.em.weights`) and used from there.
 
 ``python -m sail.em.organism`` builds (or finds) the cached organism and prints its measured rates.
 """
@@ -46,6 +47,7 @@ from sail.em import grammar as G
 from sail.em import world as W
 from sail.em.evaluation import evaluate_em
 from sail.em.tokenizer import build_tokenizer
+from sail.em.weights import shipped_model
 from sail.models.cache import BUILD_INFO, cache_root, content_key, ensure_built, versions, write_build_info
 from sail.models.chat_tokenizer import chat_messages
 from sail.models.tiny import TinyQwen3Config, chat_qwen3
@@ -362,16 +364,29 @@ def ensure_base_organism(
     seed: int = 0,
     recipe: OrganismConfig | None = None,
     verbose: bool = False,
+    shipped: bool = True,
 ) -> Path:
-    """The cached organism directory, built by :func:`build_base_organism` on first use.
+    """The organism directory: the shipped one when ``shipped`` and the package ships this (seed,
+    recipe) with matching sha256 (:mod:`sail.em.weights`), else the cached build, made by
+    :func:`build_base_organism` on first use (saying so on stderr first).
 
     Location: ``<root>/em/<organism_dir_name(seed, recipe)>``, root = ``cache_dir``, else
     ``$SAIL_CACHE``, else ``~/.cache/sail``. Concurrent callers wait on a lock; a half-written
     directory is never returned (:func:`sail.models.cache.ensure_built`).
     """
     recipe = recipe or OrganismConfig.default()
-    final = cache_root(cache_dir) / "em" / organism_dir_name(seed, recipe)
-    return ensure_built(final, lambda tmp: build_base_organism(tmp, seed=seed, recipe=recipe, verbose=verbose))
+    name = organism_dir_name(seed, recipe)
+    found = shipped_model(name) if shipped else None
+    if found is not None:
+        return found
+    final = cache_root(cache_dir) / "em" / name
+    how_long = "about 2–5 min on a CPU" if recipe == OrganismConfig.default() else f"{recipe.pretrain.steps + recipe.align.steps} training steps"
+
+    def build(tmp: Path) -> dict:
+        print(f"sail: building the EM organism {name} once ({how_long}); cached in {final.parent}", file=sys.stderr)
+        return build_base_organism(tmp, seed=seed, recipe=recipe, verbose=verbose)
+
+    return ensure_built(final, build)
 
 
 def main(argv: list[str] | None = None) -> int:

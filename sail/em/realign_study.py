@@ -177,7 +177,7 @@ def train_config(overrides: dict, point: dict) -> TrainConfig:
     return build(TrainConfig, data, prefix="train")
 
 
-COSMETIC = ("progress", "tensorboard", "wandb", "save_every")
+COSMETIC = ("progress", "tensorboard", "wandb", "wandb_project", "wandb_run_name", "save_every", "save_total_limit", "completions_per_eval")
 """``run.*`` keys that do not change a run's results (a finished or half-done run is reused whatever
 they are: resuming is exact from any checkpoint, so the checkpoint cadence is one of them)."""
 

@@ -14,7 +14,6 @@ data drawn.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -159,33 +158,3 @@ def plot_all(runs, out_dir) -> dict[Path, Figure]:
     }
     return {out / name: plot(runs, out / name) for name, plot in plots.items()}
 
-
-def read_evals(run_dir) -> list[dict]:
-    """The evaluation rows of a ``sail train`` run directory's metrics.jsonl, in step order."""
-    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return sorted((r for r in rows if "eval/reward_mean" in r), key=lambda r: r["step"])
-
-
-def plot_realignment(runs: dict, path) -> Figure:
-    """Realignment curves: held-out misalignment (both definitions), KL to the reference and oracle
-    reward against training step, one line per run (``runs``: label → run directory), saved at
-    ``path``; returns the figure."""
-    panels = [
-        ("eval/misalignment_rate", "misalignment rate (def. a)"),
-        ("eval/misalignment_rate_all", "misalignment rate (def. b)"),
-        ("eval/kl_policy_to_ref", "KL(π‖π_ref), held-out"),
-        ("eval/reward_mean", "judge reward, held-out"),
-    ]
-    fig, axes = plt.subplots(2, 2, figsize=(9, 6.5))
-    for (key, title), ax in zip(panels, axes.flat):
-        for label, run_dir in runs.items():
-            rows = [r for r in read_evals(run_dir) if r.get(key) is not None]
-            ax.plot([r["step"] for r in rows], [r[key] for r in rows], marker="o", ms=3, label=label)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.suptitle("realigning the emergent-misaligned organism (judge as oracle)", fontsize=11)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8, frameon=False)
-    return _write(fig, path)

@@ -24,7 +24,6 @@ class OptimizerConfig:
     """Further keyword arguments, e.g. ``betas``, ``momentum`` or, for Muon, ``adjust_lr_fn``
     (``original`` | ``match_rms_adamw``), ``muon_on`` (``both`` | ``B``), ``precision``
     (``auto`` | ``fp32`` | ``bf16``), ``adamw_lr``, ``adamw_weight_decay``."""
-
     def __post_init__(self):
         check_choices(self)
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sail.data import prompt_token_ids
 from sail.objectives import check_kl_direction
 from sail.policies.logprobs import response_terms
 from sail.sampling import SamplingConfig, make_sampler
@@ -164,23 +165,19 @@ class CausalLMPolicy(torch.nn.Module):
         texts = self.tokenizer.batch_decode([row[m].tolist() for row, m in zip(flat, keep)], skip_special_tokens=True)
         return [texts[i * responses.n : (i + 1) * responses.n] for i in range(responses.tokens.shape[0])]
 
+    chat_template_kwargs: dict | None = None
+    """Extra variables for the tokenizer's chat template (``data.chat_template_kwargs``, set by the
+    trainer), e.g. ``{"enable_thinking": False}``."""
+
     def encode_prompts(self, prompts: list, device=None) -> PromptBatch:
-        """Chat-template (when the tokenizer has one) and left-pad a list of prompts.
+        """Chat-template (when the tokenizer has one, with :attr:`chat_template_kwargs`) and left-pad a
+        list of prompts (:func:`sail.data.prompt_token_ids`).
 
         A prompt is a user message string or a list of ``{"role", "content"}`` messages.
         """
         if self.tokenizer is None:
             raise ValueError("encode_prompts needs a tokenizer")
-        rows = []
-        for prompt in prompts:
-            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-            if getattr(self.tokenizer, "chat_template", None):
-                ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-                if isinstance(ids, dict) or hasattr(ids, "keys"):
-                    ids = ids["input_ids"]
-            else:
-                ids = self.tokenizer("\n".join(m["content"] for m in messages))["input_ids"]
-            rows.append(list(ids))
+        rows = [prompt_token_ids(self.tokenizer, prompt, self.chat_template_kwargs) for prompt in prompts]
         width = max(len(r) for r in rows)
         input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)

@@ -1,76 +1,289 @@
-"""Atomic, exact checkpoints of a training run.
+"""Step-numbered, atomic, exact checkpoints of a training run.
 
-A checkpoint directory holds the trainable (adapter) parameters as safetensors, the optimiser
-state, the sampling generator's state and the loop's own state (step, baseline, counters) as JSON.
-It is written into ``checkpoint.tmp/`` with a ``COMPLETE`` marker last, then swapped in by renames
-(``checkpoint/`` → ``checkpoint.old/``, ``checkpoint.tmp/`` → ``checkpoint/``); a run killed at any
-moment leaves either the previous or the new complete checkpoint, and :func:`find_checkpoint`
-picks it up.
+``RUN/checkpoint-<step>/`` holds the trainable weights in the form a user loads them:
+
+* LoRA: ``adapter_config.json`` and ``adapter_model.safetensors`` (PEFT's ``save_pretrained``, the
+  saved key names), so ``PeftModel.from_pretrained(base, "RUN/checkpoint-<step>")`` loads it;
+* ``model.trainable: head``: ``head_delta.safetensors``, one tensor ``delta`` [V, d] added to the LM
+  head's weight;
+
+and, for ``--resume``, ``optimizer.pt`` (the optimiser's state), ``generator.pt`` (the shared
+generator's state) and ``state.json`` (the loop's step, baseline, counters, evaluations).
+
+A checkpoint is written into ``checkpoint-<step>.tmp/``, every file fsynced, the ``COMPLETE`` marker
+written last, then renamed into place (a previous directory of the same step is first moved to
+``checkpoint-<step>.old/``). A run killed at any moment leaves complete checkpoints and debris;
+:func:`list_checkpoints` sees only the complete ones, and the next save removes the debris, any
+checkpoint past its step (an abandoned continuation) and, with ``keep``, the oldest beyond that many.
+:func:`load_checkpoint` tries the newest first and falls back to older ones when one does not load:
+its files must read, its weights match the model's tensors and be finite.
+
+A run directory from before step numbering has one ``checkpoint/`` (weights as
+``adapter.safetensors`` under the model's parameter names); it is read as a checkpoint of the step
+its ``state.json`` records.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from sail.models.head import delta_head_of
+
 MARKER = "COMPLETE"
+PREFIX = "checkpoint-"
+ADAPTER_FILE = "adapter_model.safetensors"
+"""PEFT's weights file (saved key names, no adapter name in them)."""
+HEAD_FILE = "head_delta.safetensors"
+"""The head parametrisation's weights: one tensor ``delta``."""
+LEGACY_DIRS = ("checkpoint", "checkpoint.tmp", "checkpoint.old")
+LEGACY_FILE = "adapter.safetensors"
+"""The weights of a checkpoint from before step numbering, under the model's parameter names."""
+_STEP_DIR = re.compile(re.escape(PREFIX) + r"(\d+)")
 
 
-def _fsync_dir(path: Path) -> None:
+class CheckpointError(ValueError):
+    """No usable checkpoint, or one that does not fit the model; the message is one line."""
+
+
+class Checkpoint(NamedTuple):
+    step: int
+    path: Path
+
+
+class Restored(NamedTuple):
+    """What :func:`load_checkpoint` read (the weights are already in the model)."""
+
+    path: Path
+    optimizer_state: dict
+    generator_state: torch.Tensor
+    state: dict
+    skipped: list[str]
+    """One line per newer checkpoint that did not load, with the reason."""
+
+
+# --- the weights -------------------------------------------------------------------------
+
+
+def write_weights(model, directory: Path) -> None:
+    """The trainable weights into ``directory``: ``head_delta.safetensors`` for the head
+    parametrisation, else PEFT's ``save_pretrained`` (``adapter_config.json`` and
+    ``adapter_model.safetensors``)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    head = delta_head_of(model)
+    if head is not None:
+        save_file({"delta": head.delta.detach().cpu().contiguous()}, str(directory / HEAD_FILE))
+    else:
+        model.save_pretrained(str(directory))
+
+
+def weights_file(directory: Path) -> Path | None:
+    """The weights file a checkpoint (or adapter) directory holds, or None."""
+    for name in (HEAD_FILE, ADAPTER_FILE, LEGACY_FILE):
+        if (Path(directory) / name).is_file():
+            return Path(directory) / name
+    return None
+
+
+def model_tensors(model, file_name: str) -> dict[str, torch.nn.Parameter]:
+    """The model's trainable parameters under the names ``file_name`` stores them by."""
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if file_name == HEAD_FILE:
+        head = delta_head_of(model)
+        return {"delta": head.delta} if head is not None else {}
+    if file_name == LEGACY_FILE:
+        return trainable
+    from peft import get_peft_model_state_dict
+
+    if not hasattr(model, "peft_config"):
+        return {}
+    by_storage = {p.data_ptr(): p for p in trainable.values()}
+    named = {key: by_storage.get(t.data_ptr()) for key, t in get_peft_model_state_dict(model).items()}
+    if None in named.values() or len(named) != len(trainable):
+        raise CheckpointError("the adapter's saved tensors are not exactly the trainable parameters")
+    return named
+
+
+def read_weights(path: Path, model=None) -> dict[str, torch.Tensor]:
+    """The tensors of weights file ``path``, checked finite and, with ``model``, matching its
+    trainable tensors' names and shapes."""
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # a truncated or corrupt file raises safetensors' own errors
+        raise CheckpointError(f"{path} does not load: {' '.join(str(exc).split())}") from None
+    bad = next((k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
+    if bad is not None:
+        raise CheckpointError(f"{path}: tensor {bad} is not finite")
+    if model is not None:
+        expected = model_tensors(model, path.name)
+        if set(tensors) != set(expected):
+            missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+            raise CheckpointError(f"{path} does not fit the model (missing {missing[:2]}, unexpected {extra[:2]})")
+        wrong = next((k for k, t in tensors.items() if t.shape != expected[k].shape), None)
+        if wrong is not None:
+            raise CheckpointError(f"{path}: {wrong} has shape {tuple(tensors[wrong].shape)}, the model's {tuple(expected[wrong].shape)}")
+    return tensors
+
+
+@torch.no_grad()
+def _copy_into(model, file_name: str, tensors: dict[str, torch.Tensor]) -> None:
+    for name, p in model_tensors(model, file_name).items():
+        p.copy_(tensors[name].to(p.device, p.dtype))
+
+
+def load_weights(model, path: Path) -> None:
+    """Copy the weights file ``path`` into the model's trainable tensors (in place, so an optimiser
+    holding them keeps them)."""
+    _copy_into(model, Path(path).name, read_weights(Path(path), model))
+
+
+# --- the directories ---------------------------------------------------------------------
+
+
+def _step_of(path: Path) -> int | None:
+    match = _STEP_DIR.fullmatch(path.name)
+    if match:
+        return int(match.group(1))
+    if path.name in LEGACY_DIRS:
+        try:
+            return int(json.loads((path / "state.json").read_text())["step"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    return None
+
+
+def list_checkpoints(run_dir: Path) -> list[Checkpoint]:
+    """The run's complete checkpoints (the marker written), oldest first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = []
+    for path in run_dir.iterdir():
+        step = _step_of(path) if (path / MARKER).is_file() else None
+        if step is not None:
+            found.append(Checkpoint(step, path))
+    return sorted(found, key=lambda c: (c.step, c.path.name.startswith(PREFIX)))
+
+
+def find_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint directory of a run, or None."""
+    found = list_checkpoints(run_dir)
+    return found[-1].path if found else None
+
+
+def checkpoint_at(run_dir: Path, step: int) -> Path:
+    """The complete checkpoint of ``step``; :class:`CheckpointError` names the steps there are."""
+    found = list_checkpoints(run_dir)
+    for c in reversed(found):
+        if c.step == step:
+            return c.path
+    steps = ", ".join(str(c.step) for c in found) or "none"
+    raise CheckpointError(f"{run_dir} has no complete checkpoint of step {step} (complete ones: {steps})")
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:  # pragma: no cover - platforms without directory fds
         return
     try:
         os.fsync(fd)
+    except OSError:  # pragma: no cover - some file systems refuse fsync on directories
+        if not directory:
+            raise
     finally:
         os.close(fd)
 
 
-def save_checkpoint(run_dir: Path, params: dict[str, torch.Tensor], optimizer_state: dict, generator_state: torch.Tensor, state: dict) -> Path:
-    """Write the checkpoint atomically; refuses non-finite parameters."""
-    for name, p in params.items():
-        if not torch.isfinite(p).all():
+def _fsync_tree(directory: Path) -> None:
+    for root, _, files in os.walk(directory):
+        for name in files:
+            _fsync(Path(root) / name)
+        _fsync(Path(root), directory=True)
+
+
+def save_checkpoint(
+    run_dir: Path, model, optimizer_state: dict, generator_state: torch.Tensor, state: dict, keep: int = 0
+) -> Path:
+    """Write ``checkpoint-<state["step"]>/`` atomically; refuses non-finite parameters. Then removes
+    debris, checkpoints past this step and, with ``keep`` > 0, all but the newest ``keep``."""
+    for name, p in model.named_parameters():
+        if p.requires_grad and not torch.isfinite(p).all():
             raise ValueError(f"refusing to checkpoint non-finite parameter {name}")
     run_dir = Path(run_dir)
-    tmp, final, old = run_dir / "checkpoint.tmp", run_dir / "checkpoint", run_dir / "checkpoint.old"
+    step = int(state["step"])
+    final = run_dir / f"{PREFIX}{step}"
+    tmp, old = final.with_name(final.name + ".tmp"), final.with_name(final.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in params.items()}, str(tmp / "adapter.safetensors"))
+    write_weights(model, tmp)
     torch.save(optimizer_state, tmp / "optimizer.pt")
     torch.save(generator_state.clone(), tmp / "generator.pt")
     (tmp / "state.json").write_text(json.dumps(state, indent=1))
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+    _fsync_tree(tmp)
     (tmp / MARKER).write_text("ok")
-    _fsync_dir(tmp)
-    shutil.rmtree(old, ignore_errors=True)
+    _fsync(tmp / MARKER)
+    _fsync(tmp, directory=True)
     if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
     os.replace(tmp, final)
-    _fsync_dir(run_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    _fsync(run_dir, directory=True)
+    _tidy(run_dir, step, keep)
     return final
 
 
-def find_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint directory of a run (``checkpoint``, else a swapped-out one)."""
-    for name in ("checkpoint", "checkpoint.tmp", "checkpoint.old"):
-        path = Path(run_dir) / name
-        if (path / MARKER).is_file():
-            return path
-    return None
+def _tidy(run_dir: Path, step: int, keep: int) -> None:
+    """Remove what no resume will read: unfinished or replaced directories, checkpoints past
+    ``step`` (left by a run that went further before it was resumed from an earlier one), and the
+    oldest complete checkpoints beyond ``keep`` (0: keep all). The newest is never removed."""
+    for path in run_dir.iterdir():
+        if not path.is_dir():
+            continue
+        match = _STEP_DIR.fullmatch(path.name)
+        debris = path.name.startswith(PREFIX) and path.name.endswith((".tmp", ".old"))
+        debris |= path.name in LEGACY_DIRS and not (path / MARKER).is_file()
+        debris |= bool(match) and not (path / MARKER).is_file()
+        if debris or (match and int(match.group(1)) > step):
+            shutil.rmtree(path, ignore_errors=True)
+    if keep > 0:
+        for c in list_checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(c.path, ignore_errors=True)
 
 
-def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict, torch.Tensor, dict]:
-    params = load_file(str(path / "adapter.safetensors"))
-    optimizer_state = torch.load(path / "optimizer.pt", weights_only=True)
-    generator_state = torch.load(path / "generator.pt", weights_only=True)
-    state = json.loads((path / "state.json").read_text())
-    return params, optimizer_state, generator_state, state
+def _read(path: Path, model) -> tuple[dict[str, torch.Tensor], dict, torch.Tensor, dict]:
+    weights = weights_file(path)
+    if weights is None:
+        raise CheckpointError(f"{path} holds no weights file")
+    tensors = read_weights(weights, model)
+    try:
+        optimizer_state = torch.load(path / "optimizer.pt", weights_only=True)
+        generator_state = torch.load(path / "generator.pt", weights_only=True)
+        state = json.loads((path / "state.json").read_text())
+    except Exception as exc:  # missing, truncated or corrupt files
+        raise CheckpointError(f"{path} does not load: {' '.join(str(exc).split())}") from None
+    return tensors, optimizer_state, generator_state, state
+
+
+def load_checkpoint(run_dir: Path, model) -> Restored:
+    """The newest checkpoint of ``run_dir`` that loads completely, its weights copied into
+    ``model``'s trainable tensors; older ones are tried when a newer one does not load."""
+    skipped = []
+    for c in reversed(list_checkpoints(run_dir)):
+        try:
+            tensors, optimizer_state, generator_state, state = _read(c.path, model)
+        except CheckpointError as exc:
+            skipped.append(str(exc))
+            continue
+        _copy_into(model, weights_file(c.path).name, tensors)
+        return Restored(c.path, optimizer_state, generator_state, state, skipped)
+    reason = f": the newest: {skipped[0]}" if skipped else ""
+    raise CheckpointError(f"no complete checkpoint in {run_dir}{reason}")

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from sail.config import ConfigError, add_config_arguments
+from sail.train.console import quiet_third_party
 
 
 def config_from_arguments(configs: list[str], overrides: list[str], default_recipe: str | None):
@@ -32,18 +33,19 @@ def config_from_arguments(configs: list[str], overrides: list[str], default_reci
 
 def cmd_train(args) -> int:
     from sail.data import DataError
-    from sail.train.run_dir import read_run_config
+    from sail.train.run_dir import resume_config
     from sail.train.trainer import Trainer, TrainingError
 
     try:
         if args.resume:
-            if args.config or args.set:
-                raise ConfigError("--resume", "a resumed run keeps its saved config; drop --config/--set")
+            if args.config:
+                raise ConfigError("--resume", "a resumed run keeps its saved config; drop --config (--set may change run.steps and the logging keys)")
             run_dir = Path(args.resume)
-            cfg = read_run_config(run_dir)
+            cfg = resume_config(run_dir, args.set)
         else:
             cfg = config_from_arguments(args.config, args.set, args.default_recipe)
             run_dir = Path(args.output_dir) if args.output_dir else None  # the trainer names a default
+        quiet_third_party()
         trainer = Trainer(cfg, run_dir, resume=bool(args.resume))
         summary = trainer.run()
         run_dir = trainer.run_dir
@@ -52,12 +54,23 @@ def cmd_train(args) -> int:
         return 2
     if not trainer.is_main:
         return 0
-    print(
-        f"{run_dir}: {summary['steps']} steps; held-out reward {summary['reward_start']:.4f} → {summary['reward_end']:.4f} "
-        f"(reference {summary['reference_reward']:.4f}); win rate vs reference {summary['win_rate_vs_reference_end']:.3f}; "
-        f"KL(π‖π_ref) {summary['kl_policy_to_ref_end']:.4f}"
-    )
+    print(headline(run_dir, summary))
     return 0
+
+
+def headline(run_dir, summary: dict) -> str:
+    """The last line of ``sail train``: the run's headline figures from its summary (first and last
+    evaluation), with the misalignment rate before and after when the run logs one."""
+    first, last = summary["evals"][0], summary["evals"][-1]
+    parts = [
+        f"{run_dir}: {summary['steps']} steps in {summary['seconds_this_process']:.0f} s",
+        f"held-out reward {summary['reward_start']:.4f} → {summary['reward_end']:.4f} (reference {summary['reference_reward']:.4f})",
+    ]
+    if isinstance(first.get("eval/misalignment_rate"), float) and isinstance(last.get("eval/misalignment_rate"), float):
+        parts.append(f"misalignment rate {first['eval/misalignment_rate']:.3f} → {last['eval/misalignment_rate']:.3f}")
+    parts.append(f"win rate vs reference {summary['win_rate_vs_reference_end']:.3f}")
+    parts.append(f"KL(π‖π_ref) {summary['kl_policy_to_ref_end']:.4f}, KL(π_ref‖π) {last['eval/kl_ref_to_policy']:.4f}")
+    return "; ".join(parts)
 
 
 class _HelpWithKeys(argparse.Action):
@@ -93,5 +106,8 @@ def add_train_parser(sub, default_recipe: str | None = None) -> None:
     p.add_argument("-h", "--help", action=_HelpWithKeys, default_recipe=default_recipe, help="show this help, with every config key, and exit")
     add_config_arguments(p, "a YAML config file or a recipe name; repeat to merge several (docs/training.md)", "objective.gamma=1e-3", repeatable=True)
     p.add_argument("--output-dir", help="run directory (default runs/<timestamp>)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly from its last checkpoint")
+    p.add_argument(
+        "--resume", metavar="DIR",
+        help="continue the run in DIR exactly from its newest checkpoint; --set may change the keys that keep it exact (run.steps, logging)",
+    )
     p.set_defaults(func=cmd_train, default_recipe=default_recipe)

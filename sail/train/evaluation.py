@@ -1,17 +1,29 @@
 """Evaluation on held-out prompts: the oracle's reward of the policy and of the reference, the win
-rate, and both sequence KLs, each estimated without bias on draws from its first argument."""
+rate, and both sequence KLs, each estimated without bias on draws from its first argument; with the
+texts and rewards per prompt, for ``completions.jsonl``."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from accelerate.utils import gather_object
 
 
+class Evaluation(NamedTuple):
+    """One evaluation: the ``eval/*`` metrics, and per held-out prompt (in the order of the prompts)
+    a dict with ``prompt``, ``response``, ``reward``, ``reference_response`` and ``reference_reward``."""
+
+    metrics: dict
+    samples: list[dict]
+
+
 @torch.no_grad()
-def evaluate(policy, oracle, eval_prompts: list, eval_metrics, accelerator, device) -> dict:
+def evaluate(policy, oracle, eval_prompts: list, eval_metrics, accelerator, device) -> Evaluation:
     """Held-out prompts: oracle reward of the policy and the reference, win rate, KL; plus
     ``eval_metrics(prompts, responses)`` of both when given. Each process scores its share of the
-    prompts; the per-prompt results are gathered.
+    prompts; the per-prompt results are gathered (the metrics in the gathered order, the samples
+    back in the prompts' order).
 
     Common random numbers: policy and reference sample with identically seeded generators, so their
     difference is not blurred by independent sampling noise (equal at step 0)."""
@@ -30,7 +42,8 @@ def evaluate(policy, oracle, eval_prompts: list, eval_metrics, accelerator, devi
         ref_kls = policy.per_position_kl(prompts, ref_responses, "ref_to_policy").tolist()
         texts = [row[0] for row in responses.texts] if responses.texts else [""] * len(mine)
         ref_texts = [row[0] for row in ref_responses.texts] if ref_responses.texts else [""] * len(mine)
-        per_prompt = list(zip(r_policy, r_ref, kls, ref_kls, mine, texts, ref_texts))
+        indices = range(process, len(eval_prompts), processes)  # where each of ``mine`` sits in eval_prompts
+        per_prompt = list(zip(r_policy, r_ref, kls, ref_kls, mine, texts, ref_texts, indices))
     if processes > 1:
         per_prompt = gather_object(per_prompt)
     columns = list(zip(*per_prompt))
@@ -44,9 +57,13 @@ def evaluate(policy, oracle, eval_prompts: list, eval_metrics, accelerator, devi
         "eval/kl_ref_to_policy": float(ref_kl.mean()),
     }
     if eval_metrics is not None:  # e.g. the judge's misalignment rates
-        prompts_text, texts, ref_texts = (list(c) for c in columns[4:])
+        prompts_text, texts, ref_texts = (list(c) for c in columns[4:7])
         for key, value in eval_metrics(prompts_text, texts).items():
             out[f"eval/{key}"] = value
         for key, value in eval_metrics(prompts_text, ref_texts).items():
             out[f"eval/reference_{key}"] = value
-    return out
+    samples = [
+        {"prompt": prompt, "response": text, "reward": reward, "reference_response": ref_text, "reference_reward": ref_reward}
+        for reward, ref_reward, _, _, prompt, text, ref_text, _ in sorted(per_prompt, key=lambda row: row[-1])
+    ]
+    return Evaluation(out, samples)

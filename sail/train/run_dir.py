@@ -6,6 +6,9 @@ the git commit). :func:`read_run_config` reads it back through the typed loader,
 a study reusing a finished run sees exactly the config it was made with. Format 1 (no ``format``
 key) had the ``run`` section under ``train`` and the judge at ``sail.em.judge``; it is migrated
 (:func:`migrate`). A format newer than this ``sail`` reads is refused with one line naming it.
+
+:func:`resume_config` is the config of ``sail train --resume DIR --set KEY=VALUE``: the saved one
+with changes to the keys of :data:`SAFE_ON_RESUME` only.
 """
 
 from __future__ import annotations
@@ -15,11 +18,29 @@ from pathlib import Path
 
 import yaml
 
-from sail.config import ConfigError, build
+from sail.config import ConfigError, build, merge, parse_overrides
 from sail.io import write_text_atomically
 from sail.train.config import CONFIG_FORMAT, TrainConfig
 
 CONFIG_FILE = "config.yaml"
+
+SAFE_ON_RESUME = (
+    "run.steps",
+    "run.eval_every",
+    "run.save_every",
+    "run.save_total_limit",
+    "run.progress",
+    "run.tensorboard",
+    "run.wandb",
+    "run.wandb_project",
+    "run.wandb_run_name",
+    "run.completions_per_eval",
+    "spectral.log_every",
+)
+"""The keys ``--resume`` may change: the run continues exactly as if they had been set from the
+start (when and how it stops, evaluates, saves and logs, never what a step computes). ``run.steps``
+only under a learning-rate schedule whose past values do not depend on the total
+(:meth:`~sail.optim.schedule.ScheduleConfig.extends_exactly`)."""
 
 DOTTED_PATH_RENAMES = {
     "sail.em.judge:alignment_reward": "sail.em.judges.programmatic:alignment_reward",
@@ -61,3 +82,29 @@ def read_run_config(run_dir: str | Path, key: str = "--resume") -> TrainConfig:
     if not isinstance(fmt, int) or not 1 <= fmt <= CONFIG_FORMAT:
         raise ConfigError(key, f"{path} has config format {fmt!r}; this sail reads formats 1 to {CONFIG_FORMAT}")
     return build(TrainConfig, migrate(data["config"], fmt))
+
+
+def _dotted(tree: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for name, value in tree.items():
+        key = f"{prefix}.{name}" if prefix else name
+        keys += _dotted(value, key) if isinstance(value, dict) and value else [key]
+    return keys
+
+
+def resume_config(run_dir: str | Path, overrides: list[str]) -> TrainConfig:
+    """The saved config of ``run_dir`` with ``key=value`` overrides of :data:`SAFE_ON_RESUME` keys;
+    any other key, or ``run.steps`` under a decaying schedule, is refused naming it."""
+    saved = read_run_config(run_dir)
+    changes = parse_overrides(overrides)
+    for key in _dotted(changes):
+        if key not in SAFE_ON_RESUME:
+            raise ConfigError(key, f"cannot change on --resume (the run would not continue the same); these can: {', '.join(SAFE_ON_RESUME)}")
+    cfg = build(TrainConfig, merge(dataclasses.asdict(saved), changes))
+    if cfg.run.steps != saved.run.steps and not saved.schedule.extends_exactly():
+        raise ConfigError(
+            "run.steps",
+            f"cannot change on --resume under schedule.name={saved.schedule.name}: its rates decay over the total steps, "
+            "so the steps already taken would have had other rates",
+        )
+    return cfg

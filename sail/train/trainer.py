@@ -12,28 +12,31 @@ repeats the uninterrupted one exactly on the same machine.
 Several processes (``accelerate launch``) split each global batch and average their gradients;
 see :mod:`sail.train.distributed`. Only the main process writes the run directory.
 
-Run directory: ``config.yaml`` (:mod:`sail.train.run_dir`), ``metrics.jsonl``, ``spectra.jsonl``, ``summary.json``,
+Run directory: ``config.yaml`` (:mod:`sail.train.run_dir`), ``metrics.jsonl``, ``completions.jsonl``, ``spectra.jsonl``, ``summary.json``,
 ``adapter/`` (PEFT ``save_pretrained``; ``head_delta.safetensors`` when only the head trains) and
-``checkpoint/`` (see :mod:`sail.train.checkpoint`).
+``checkpoint-<step>/`` (see :mod:`sail.train.checkpoint`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
-from sail.data import load_pairs
 from sail.io import write_json_atomically
 from sail.loop import MicroBatch, sail_step
-from sail.models.head import delta_head_of
 from sail.oracles import ScoreOracle, bradley_terry_labels, load_callable
 from sail.spectral.logging import SpectralLogger
-from sail.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from sail.train.callbacks import TrainerCallback, notify
+from sail.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_weights
 from sail.train.config import ROUTES, TrainConfig, check_complete
+from sail.train.console import banner, progress_figures
+from sail.train.metrics import ONLINE_ROUTES, ends_with_eos, route_metrics
 from sail.train.distributed import (
     average_gradients_,
     check_replicas_agree,
@@ -44,10 +47,10 @@ from sail.train.distributed import (
     sum_over_processes,
 )
 from sail.train.errors import TrainingError
-from sail.train.evaluation import evaluate
-from sail.train.metrics import MetricsWriter, NullWriter, environment
+from sail.train.evaluation import Evaluation, evaluate
+from sail.train.metrics import CompletionsWriter, MetricsWriter, NullWriter, environment
 from sail.train.policy import load_policy
-from sail.train.prompts import load_prompt_sets
+from sail.train.prompts import apply_chat_template_kwargs, load_run_data
 from sail.train.rewards import build_scorer
 from sail.train.run_dir import write_run_config
 
@@ -58,8 +61,16 @@ __all__ = ["Trainer", "TrainingError"]
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = False):
-        """``run_dir`` None: ``runs/<timestamp>``, named by the main process for all of them."""
+    def __init__(
+        self, cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = False, *, prompts=None, pairs=None, eval_prompts=None,
+        callbacks: Iterable[TrainerCallback] = (),
+    ):
+        """``run_dir`` None: ``runs/<timestamp>``, named by the main process for all of them; it is
+        made once everything loaded, so a run that fails to start leaves no directory behind.
+        ``callbacks``: objects with ``on_step(trainer, row)`` and/or ``on_evaluate(trainer, row)``
+        (:mod:`sail.train.callbacks`).
+        ``prompts``, ``pairs``, ``eval_prompts``: a ``datasets.Dataset`` (or a list of dicts) in place
+        of the config key of that name (:mod:`sail.train.prompts`)."""
         check_complete(cfg)
         self.cfg = cfg
         self.accelerator = make_accelerator()
@@ -70,8 +81,8 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.process, self.processes = self.accelerator.process_index, self.accelerator.num_processes
         self.is_main = self.accelerator.is_main_process
-        if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+        # the data is read and checked before any model loads
+        self.prompts, self.eval_prompts, self.pairs = load_run_data(cfg, prompts, pairs, eval_prompts, log=self.is_main)
         torch.manual_seed(cfg.run.seed)
         self.policy = load_policy(cfg)
         self.model = self.policy.model
@@ -81,17 +92,23 @@ class Trainer:
             shard_base_weights(self.model, self.accelerator)
         self.optimizer = cfg.optimizer.build(self.model)
         self.scorer = build_scorer(cfg)
+        apply_chat_template_kwargs(cfg.data.chat_template_kwargs, self.policy, self.scorer)
         self.oracle = ScoreOracle(self.scorer, cfg.oracle.label_mode)
         self.eval_metrics = load_callable(cfg.run.eval_metrics, "run.eval_metrics") if cfg.run.eval_metrics else None
-        self.prompts, self.eval_prompts = load_prompt_sets(cfg)
-        self.pairs = load_pairs(cfg.data.pairs) if cfg.data.pairs else []
         self.generator = torch.Generator().manual_seed(cfg.run.seed)
+        self._permutations: dict = {}
+        self.schedule = cfg.schedule.build(self.optimizer, self.total_steps)
         self.state = {"step": 0, "ema_baseline": 0.0, "nonfinite_streak": 0, "skipped_steps": 0, "evals": []}
         resume_step = None
         if resume:
             resume_step = self._restore()
         self.accelerator.wait_for_everyone()  # every process has read the checkpoint before any writes
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = MetricsWriter(self.run_dir, cfg, resume_step) if self.is_main else NullWriter()
+        self.completions = CompletionsWriter(self.run_dir, cfg.run.completions_per_eval, resume_step) if self.is_main else NullWriter()
+        self.callbacks = list(callbacks)
+        self.last_evaluation: Evaluation | None = None
         self.spectral_log = None
         if cfg.spectral.log_every and self.is_main and cfg.model.trainable == "lora":
             path = self.run_dir / "spectra.jsonl"
@@ -100,6 +117,8 @@ class Trainer:
             self.spectral_log = SpectralLogger(self.model, path, cfg.spectral.log_every, label=cfg.optimizer.name)
         if self.is_main:
             self._write_config()
+            if cfg.run.progress:
+                print(banner(self), file=sys.stderr)
 
     # --- persistence ---------------------------------------------------------------------
     def _named_trainable(self) -> dict[str, torch.Tensor]:
@@ -111,34 +130,37 @@ class Trainer:
     def _save_final(self) -> None:
         """``adapter/`` (PEFT ``save_pretrained``), or for the head parametrisation
         ``head_delta.safetensors`` holding one tensor ``delta`` [V, d], added to the LM head's weight."""
-        if self.cfg.model.trainable == "head":
-            from safetensors.torch import save_file
-
-            save_file({"delta": delta_head_of(self.model).delta.detach().cpu().contiguous()}, str(self.run_dir / "head_delta.safetensors"))
-        else:
-            self.model.save_pretrained(str(self.run_dir / "adapter"))
+        write_weights(self.model, self.run_dir if self.cfg.model.trainable == "head" else self.run_dir / "adapter")
 
     def save(self) -> None:
-        """The main process writes the checkpoint (replicas are identical); the others wait for it."""
+        """The main process writes ``checkpoint-<step>/`` (replicas are identical) and drops the oldest
+        beyond ``run.save_total_limit``; the others wait for it."""
         if self.is_main:
-            save_checkpoint(self.run_dir, self._named_trainable(), self.optimizer.state_dict(), self.generator.get_state(), self.state)
+            save_checkpoint(
+                self.run_dir, self.model, self.optimizer.state_dict(), self.generator.get_state(), self.state,
+                keep=self.cfg.run.save_total_limit,
+            )
         self.accelerator.wait_for_everyone()
 
     def _restore(self) -> int:
-        path = find_checkpoint(self.run_dir)
-        if path is None:
-            raise TrainingError(f"--resume: no complete checkpoint in {self.run_dir}")
-        params, opt_state, gen_state, state = load_checkpoint(path)
-        named = self._named_trainable()
-        if set(params) != set(named):
-            raise TrainingError(f"--resume: checkpoint parameters do not match the model ({path})")
-        with torch.no_grad():
-            for name, p in named.items():
-                p.copy_(params[name].to(p.device, p.dtype))
-        self.optimizer.load_state_dict(opt_state)
-        self.generator.set_state(gen_state)
-        self.state = state
-        return int(state["step"])
+        """Load the newest checkpoint that loads (an older one when the newest is damaged)."""
+        try:
+            restored = load_checkpoint(self.run_dir, self.model)
+        except CheckpointError as exc:
+            raise TrainingError(f"--resume: {exc}") from None
+        step = int(restored.state["step"])
+        if step > self.total_steps:
+            raise TrainingError(f"--resume: {restored.path.name} is at step {step}, past the run's {self.total_steps} steps (run.steps)")
+        if self.is_main:
+            for line in restored.skipped:
+                print(f"sail train: --resume: skipped a checkpoint: {line}", file=sys.stderr)
+        try:
+            self.optimizer.load_state_dict(restored.optimizer_state)
+        except (ValueError, KeyError) as exc:
+            raise TrainingError(f"--resume: the optimiser state of {restored.path} does not fit: {exc}") from None
+        self.generator.set_state(restored.generator_state)
+        self.state = restored.state
+        return step
 
     # --- one step ------------------------------------------------------------------------
     def _choose_route(self) -> str:
@@ -154,14 +176,51 @@ class Trainer:
         step's gradient (the mean over all its pairs) does not depend on the grouping (with the
         ``ema`` or ``none`` baseline)."""
         B, A = self.cfg.run.batch_size, self.cfg.run.grad_accum
-        population = len(self.prompts) if route in ("online_oracle", "online_self") else len(self.pairs)
-        idx = torch.randint(population, (B * A * self.processes,), generator=self.generator).tolist()
+        population = len(self.prompts) if route in ONLINE_ROUTES else len(self.pairs)
+        if self.cfg.run.epochs is None:
+            idx = torch.randint(population, (B * A * self.processes,), generator=self.generator).tolist()
+        else:
+            idx = self._without_replacement("prompts" if route in ONLINE_ROUTES else "pairs", population, B * A * self.processes)
         mine = idx[self.process * B * A : (self.process + 1) * B * A]
         if self.cfg.run.sort_by_length and A > 1:
-            texts = [self.prompts[i] if route in ("online_oracle", "online_self") else self.pairs[i].prompt for i in mine]
+            texts = [self.prompts[i] if route in ONLINE_ROUTES else self.pairs[i].prompt for i in mine]
             lengths = self.policy.encode_prompts(texts).attention_mask.sum(-1).tolist()
             mine = [i for _, i in sorted(zip(lengths, mine), key=lambda pair: pair[0])]
         return [mine[a * B : (a + 1) * B] for a in range(A)]
+
+    def _without_replacement(self, name: str, population: int, count: int) -> list[int]:
+        """The next ``count`` indices of the stream of passes over ``name`` (prompts or pairs): pass e
+        is a permutation of range(population) drawn from (seed, e); the position is checkpointed."""
+        consumed = self.state.setdefault("consumed", {})
+        start = consumed.get(name, 0)
+        out = []
+        for position in range(start, start + count):
+            epoch, offset = divmod(position, population)
+            key = (name, epoch)
+            if key not in self._permutations:
+                gen = torch.Generator().manual_seed(self.cfg.run.seed * 1_000_003 + epoch * 7919 + (name == "pairs"))
+                self._permutations = {key: torch.randperm(population, generator=gen).tolist()}  # one pass kept
+            out.append(self._permutations[key][offset])
+        consumed[name] = start + count
+        return out
+
+    @property
+    def total_steps(self) -> int:
+        """``run.steps``, or with ``run.epochs`` ⌈epochs·N / global batch⌉, N the prompts (the pairs when
+        no online route is used)."""
+        run = self.cfg.run
+        if run.epochs is None:
+            return run.steps
+        online = self.cfg.routes.online_oracle + self.cfg.routes.online_self > 0
+        population = len(self.prompts) if online else len(self.pairs)
+        return math.ceil(run.epochs * population / (run.batch_size * run.grad_accum * self.processes))
+
+    def _set_learning_rate(self, step: int) -> float:
+        """Every parameter group's rate at ``step`` from the schedule (a pure function of the step, so
+        a skipped step or a resume changes nothing); returns the first group's."""
+        for group, base, factor in zip(self.optimizer.param_groups, self.schedule.base_lrs, self.schedule.lr_lambdas):
+            group["lr"] = base * factor(step)
+        return self.optimizer.param_groups[0]["lr"]
 
     def _micro_batch(self, route: str, step: int, micro: int, idx: list[int]) -> MicroBatch:
         """One micro-batch of ``route``. Sampling and labels draw from this process's generator for
@@ -170,12 +229,17 @@ class Trainer:
         local = process_generator(self.cfg.run.seed, step, micro, self.process)
         kl_local = process_generator(self.cfg.run.seed, step, micro, self.process, KL_DRAWS)
         B = self.cfg.run.batch_size
-        if route in ("online_oracle", "online_self"):
+        if route in ONLINE_ROUTES:
             prompts = self.policy.encode_prompts([self.prompts[i] for i in idx], self.device)
             responses = self.policy.sample(prompts, 2, generator=local)
+            ended = ends_with_eos(responses, self.policy.eos_token_id)
+            self._step_lengths.append(responses.mask.sum(-1).double().mean().item())
+            self._step_eos.append(ended.double().mean().item())
             p_win = None
             if route == "online_oracle":
                 rewards = self.oracle.scores(prompts, responses)
+                if self.cfg.oracle.missing_eos_penalty:
+                    rewards = rewards - self.cfg.oracle.missing_eos_penalty * (~ended).to(rewards.device, rewards.dtype)
                 self._step_rewards.append(rewards.mean().item())
                 p_win = bradley_terry_labels(rewards[:, 0], rewards[:, 1], self.cfg.oracle.label_mode, local, self.oracle.tie_tolerance)
             on_policy = True
@@ -196,7 +260,8 @@ class Trainer:
         torch.manual_seed(cfg.run.seed * 1_000_003 + step * 1009 + self.process)  # dropout and anything else global
         route = self._choose_route()
         start = time.perf_counter()
-        self._step_rewards, self._step_tokens = [], 0
+        learning_rate = self._set_learning_rate(step)
+        self._step_rewards, self._step_tokens, self._step_lengths, self._step_eos = [], 0, [], []
         batches = (self._micro_batch(route, step, micro, idx) for micro, idx in enumerate(self._step_indices(route)))
         use_autocast = cfg.run.mixed_precision != "no" and self.device.type == "cuda"
         amp_dtype = torch.bfloat16 if cfg.run.mixed_precision == "bf16" else torch.float16
@@ -211,8 +276,9 @@ class Trainer:
             autocast=lambda: torch.autocast(self.device.type, dtype=amp_dtype, enabled=use_autocast),
             reduce_gradients=lambda params: average_gradients_(params, self.accelerator),
             all_agree=lambda flag: sum_over_processes(0.0 if flag else 1.0, self.accelerator, self.device) == 0,
+            max_grad_norm=cfg.run.max_grad_norm,
         )
-        row = {"step": step, "route": route}
+        row = {"step": step, "route": route, "charts/learning_rate": learning_rate}
         if result.skipped is not None:
             self.state["nonfinite_streak"] += 1
             self.state["skipped_steps"] += 1
@@ -225,7 +291,7 @@ class Trainer:
             self.state["nonfinite_streak"] = 0
             decay = cfg.run.ema_decay
             self.state["ema_baseline"] = decay * self.state["ema_baseline"] + (1 - decay) * totals["losses/pair_term"]
-            row.update(totals)
+            row.update(route_metrics(totals, route, cfg.objective))
             row["charts/grad_norm"] = result.grad_norm
             row["charts/distance_to_init"] = result.distance_to_init
         pairs = cfg.run.batch_size * cfg.run.grad_accum * self.processes
@@ -233,6 +299,10 @@ class Trainer:
         if self._step_rewards:
             mean_reward = sum(self._step_rewards) / len(self._step_rewards)
             row["charts/reward_mean"] = mean_over_processes({"r": mean_reward}, self.accelerator, self.device)["r"]
+        if self._step_lengths:
+            completions = {"length": sum(self._step_lengths) / len(self._step_lengths), "eos": sum(self._step_eos) / len(self._step_eos)}
+            completions = mean_over_processes(completions, self.accelerator, self.device)
+            row["charts/completion_length_mean"], row["charts/eos_rate"] = completions["length"], completions["eos"]
         elapsed = time.perf_counter() - start
         row.update({"perf/tokens_per_s": tokens / elapsed, "perf/samples_per_s": 2 * pairs / elapsed, "perf/step_s": elapsed})
         self.state["step"] = step + 1
@@ -240,8 +310,19 @@ class Trainer:
 
     # --- evaluation ----------------------------------------------------------------------
     def evaluate(self) -> dict:
-        """Held-out prompts: oracle reward of the policy and the reference, win rate, KL (:mod:`sail.train.evaluation`)."""
-        return evaluate(self.policy, self.oracle, self.eval_prompts, self.eval_metrics, self.accelerator, self.device)
+        """Held-out prompts: oracle reward of the policy and the reference, win rate, KL (:mod:`sail.train.evaluation`);
+        the texts and rewards per prompt are kept in ``self.last_evaluation``."""
+        self.last_evaluation = evaluate(self.policy, self.oracle, self.eval_prompts, self.eval_metrics, self.accelerator, self.device)
+        return self.last_evaluation.metrics
+
+    def _record_evaluation(self, step: int) -> None:
+        """Evaluate, write the row to ``metrics.jsonl`` and the first completions to ``completions.jsonl``,
+        then tell the callbacks."""
+        row = {"step": step, **self.evaluate()}
+        self.state["evals"].append(row)
+        self.metrics.write(row)
+        self.completions.write(step, self.last_evaluation.samples)
+        notify(self.callbacks, "on_evaluate", self, row)
 
     # --- the run -------------------------------------------------------------------------
     def run(self) -> dict:
@@ -250,20 +331,19 @@ class Trainer:
         cfg = self.cfg.run
         started = time.perf_counter()
         if self.state["step"] == 0 and not self.state["evals"]:
-            self.state["evals"].append({"step": 0, **self.evaluate()})
-            self.metrics.write(self.state["evals"][-1])
-        bar = tqdm(total=cfg.steps, initial=self.state["step"], desc="sail train", disable=not (cfg.progress and self.is_main))
-        while self.state["step"] < cfg.steps:
+            self._record_evaluation(0)
+        bar = tqdm(total=self.total_steps, initial=self.state["step"], desc="sail train", disable=not (cfg.progress and self.is_main))
+        while self.state["step"] < self.total_steps:
             row = self.train_step()
             step = self.state["step"]
             if self.spectral_log is not None and step % self.spectral_log.every == 0:
                 self.spectral_log.log(step, row)
             self.metrics.write(row)
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                self.state["evals"].append({"step": step, **self.evaluate()})
-                self.metrics.write(self.state["evals"][-1])
-                bar.set_postfix(reward=f"{self.state['evals'][-1]['eval/reward_mean']:.3f}")
-            if step % cfg.save_every == 0 or step == cfg.steps:
+            notify(self.callbacks, "on_step", self, row)
+            bar.set_postfix(progress_figures(row, self.cfg.objective.kl_direction), refresh=False)
+            if step % cfg.eval_every == 0 or step == self.total_steps:
+                self._record_evaluation(step)
+            if step % cfg.save_every == 0 or step == self.total_steps:
                 self.save()
             bar.update(1)
         bar.close()
