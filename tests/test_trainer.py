@@ -10,6 +10,7 @@ import time
 
 import pytest
 import torch
+from filelock import FileLock
 from safetensors.torch import load_file
 
 from sail.cli import main
@@ -347,7 +348,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.parametrize("fsdp", [False, True], ids=["data-parallel", "fsdp2"])
-def test_two_process_accelerate_run_on_cpu(base_dir, prompt_files, tmp_path, fsdp):
+def test_two_process_accelerate_run_on_cpu(base_dir, prompt_files, tmp_path, tmp_path_factory, fsdp):
     """`accelerate launch` with 2 CPU processes (gloo), plain data parallel or with the base weights
     sharded by FSDP2: one run directory written once, replicas bit-identical at the end (the
     trainer checks and fails otherwise), adapter loadable by peft."""
@@ -355,9 +356,13 @@ def test_two_process_accelerate_run_on_cpu(base_dir, prompt_files, tmp_path, fsd
     extra = ("run.steps=3", "spectral.log_every=2", f"run.fsdp={str(fsdp).lower()}")
     overrides = sum((["--set", o] for o in run_overrides(base_dir, prompt_files, *extra)), [])
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
-    launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    launch += ["--mixed_precision", "no", "--dynamo_backend", "no"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([*launch, "-m", "sail.cli", "train", *overrides, "--output-dir", str(run)], env=env, capture_output=True, text=True, timeout=600)
+    # One launch at a time across test workers: a port picked free by one worker could be taken by
+    # the other's launch before its rendezvous binds it.
+    with FileLock(str(tmp_path_factory.getbasetemp().parent / "accelerate-launch.lock")):
+        launch += ["--main_process_port", str(_free_port())]
+        proc = subprocess.run([*launch, "-m", "sail.cli", "train", *overrides, "--output-dir", str(run)], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["steps"] == 3
