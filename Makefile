@@ -19,7 +19,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 demo: $(BIN)/.installed
-	$(BIN)/sail train --output-dir out/demo
+	$(BIN)/sail train --output-dir out/demo --overwrite
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -n 2 -m "not slow"

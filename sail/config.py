@@ -17,6 +17,7 @@ import ast
 import dataclasses
 import functools
 import inspect
+import math
 import re
 import textwrap
 import types
@@ -31,8 +32,8 @@ class ConfigError(ValueError):
 
     def __init__(self, key: str, problem: str):
         self.key = key
-        self.problem = problem
-        super().__init__(f"config key {key!r}: {problem}")
+        self.problem = " ".join(str(problem).split())  # one line, whatever a library said
+        super().__init__(f"config key {key!r}: {self.problem}")
 
 
 class FieldError(ValueError):
@@ -43,6 +44,12 @@ class FieldError(ValueError):
         self.field = field
         self.problem = problem
         super().__init__(f"{field}: {problem}")
+
+
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls) -> dict:
+    """``typing.get_type_hints(cls)``, worked out once per class (configs are built often)."""
+    return typing.get_type_hints(cls)
 
 
 def _outside_choices(value, hint) -> str | None:
@@ -56,11 +63,15 @@ def _outside_choices(value, hint) -> str | None:
 def check_choices(obj) -> None:
     """Raise :class:`FieldError` for the first ``Literal`` field of dataclass ``obj`` whose value is
     not one of its choices (for objects built in Python rather than by :func:`build`)."""
-    for name, hint in typing.get_type_hints(type(obj)).items():
+    for name, hint in _type_hints(type(obj)).items():
         if typing.get_origin(hint) is typing.Literal:
             problem = _outside_choices(getattr(obj, name), hint)
             if problem:
                 raise FieldError(name, problem)
+
+
+_YAML11_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+"""A number in exponent notation, which YAML 1.1 reads as a string unless it has a dot (``1e-3``)."""
 
 
 def _check_type(value, hint, key: str):
@@ -86,14 +97,16 @@ def _check_type(value, hint, key: str):
             try:
                 return _check_type(value, arg, key)
             except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(key, f"expected {hint}, got {value!r}")
+                errors.append(exc)
+        if len(errors) == 1:  # ``X | None``: what is wrong for X
+            raise errors[0]
+        raise ConfigError(key, f"expected {_type_name(hint)}, got {value!r}")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(key, f"expected a list, got {value!r}")
         (item,) = typing.get_args(hint)[:1] or (typing.Any,)
         return [_check_type(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
+    if origin is dict or hint is dict:
         if not isinstance(value, dict):
             raise ConfigError(key, f"expected a mapping, got {value!r}")
         return dict(value)
@@ -101,12 +114,8 @@ def _check_type(value, hint, key: str):
         if not isinstance(value, bool):
             raise ConfigError(key, f"expected true/false, got {value!r}")
         return value
-    if hint in (int, float) and isinstance(value, str):
-        # YAML 1.1 reads "1e-3" (no dot) as a string; accept numbers written that way
-        try:
-            value = float(value) if hint is float else int(value)
-        except ValueError:
-            raise ConfigError(key, f"expected {'a number' if hint is float else 'an integer'}, got {value!r}") from None
+    if hint is float and isinstance(value, str) and _YAML11_EXPONENT.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string; a quoted "1" stays a string
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(key, f"expected an integer, got {value!r}")
@@ -114,7 +123,13 @@ def _check_type(value, hint, key: str):
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(key, f"expected a number, got {value!r}")
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond the floats
+            value = math.inf
+        if not math.isfinite(value):
+            raise ConfigError(key, f"expected a finite number, got {value!r}")
+        return value
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(key, f"expected a string, got {value!r}")
@@ -133,9 +148,11 @@ def build(cls, data: dict | None, prefix: str = ""):
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(prefix or "<root>", f"expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted((name for name in data if name not in fields), key=repr)
+    if unknown and (not isinstance(unknown[0], str) or not unknown[0]):
+        raise ConfigError(prefix or "<root>", f"{unknown[0]!r} is not a key (known here: {', '.join(sorted(fields))})")
     if unknown:
         key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
         renamed = getattr(cls, "RENAMED_KEYS", {}).get(unknown[0])
@@ -216,7 +233,7 @@ def describe(cls, prefix: str = "", instance=None) -> list[tuple[str, str, str, 
     """(dotted key, type, default, docstring) for every leaf field of the config tree ``cls``;
     defaults are those of ``instance`` (``cls()`` when not given)."""
     instance = cls() if instance is None else instance
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     docs = field_docs(cls)
     rows = []
     for f in dataclasses.fields(cls):
@@ -300,7 +317,9 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError("--config", f"no such file: {path}")
     try:
-        data = _load(path.read_text())
+        data = _load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError("--config", f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ConfigError("--config", f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if data is None:

@@ -9,8 +9,11 @@ unbiased (ℓ is linear in p) with less variance.
 from __future__ import annotations
 
 import importlib
+import math
 
 import torch
+
+from sail.config import FieldError
 
 LABEL_MODES = ("sample", "soft", "argmax")
 
@@ -66,22 +69,78 @@ class TabularRewardOracle:
 
 
 def load_callable(path: str, key: str = "callable"):
-    """Import ``package.module:function`` (or ``package.module.function``); errors start with
-    ``key``, the config key that named it (``oracle.path``, ``run.eval_metrics``)."""
+    """Import ``package.module:function`` (or ``package.module.function``); a failure is a
+    :class:`~sail.config.FieldError` whose message starts with ``key``, the config key that named it
+    (``oracle.path``, ``run.eval_metrics``)."""
     module_name, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
     if not module_name or not attr:
-        raise ValueError(f"{key}: must look like 'package.module:function', got {path!r}")
+        raise FieldError(key, f"must look like 'package.module:function', got {path!r}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValueError(f"{key}: cannot import module {module_name!r} of {path!r}: {exc}") from None
+        raise FieldError(key, f"cannot import module {module_name!r} of {path!r}: {exc}") from None
+    except Exception as exc:  # the module itself fails to import: its own error, one line
+        raise FieldError(key, f"importing module {module_name!r} of {path!r} failed: {type(exc).__name__}: {exc}") from exc
     try:
         fn = getattr(module, attr)
     except AttributeError:
-        raise ValueError(f"{key}: module {module_name!r} has no attribute {attr!r}") from None
+        raise FieldError(key, f"module {module_name!r} has no attribute {attr!r}") from None
     if not callable(fn):
-        raise ValueError(f"{key}: {path!r} is not callable")
+        raise FieldError(key, f"{path!r} is not callable")
     return fn
+
+
+class OracleError(ValueError):
+    """A scorer that failed or returned something other than one finite number per response; the
+    message names the config key and the scorer."""
+
+
+def scorer_name(scorer) -> str:
+    """How errors name a scorer: ``module:function``, a reward model's path, or its type."""
+    path = getattr(getattr(scorer, "model", None), "name_or_path", None)
+    if path:
+        return str(path)
+    module, name = getattr(scorer, "__module__", None), getattr(scorer, "__qualname__", None)
+    return f"{module}:{name}" if module and name else type(scorer).__name__
+
+
+def call_user_function(fn, key: str, doing: str, *args):
+    """``fn(*args)`` for a function the config key ``key`` names; an exception inside it becomes an
+    :class:`OracleError` "``key`` (module:function) failed while ``doing``: …", the exception kept as
+    its ``__cause__``."""
+    try:
+        return fn(*args)
+    except OracleError:
+        raise
+    except Exception as exc:
+        raise OracleError(f"{key} ({scorer_name(fn)}) failed while {doing}: {type(exc).__name__}: {' '.join(str(exc).split())}") from exc
+
+
+def checked_scores(scorer, prompts: list, responses: list, key: str) -> list[float]:
+    """``scorer(prompts, responses)`` as one finite float per response; anything else, or an
+    exception inside the scorer (:func:`call_user_function`), raises :class:`OracleError` naming ``key``."""
+    what = f"{key} ({scorer_name(scorer)})"
+    returned = call_user_function(scorer, key, f"scoring {len(responses)} responses", prompts, responses)
+    try:
+        if isinstance(returned, (str, bytes, dict)):
+            raise TypeError
+        values = list(returned)
+    except TypeError:  # not a sequence (a 0-d tensor, a number, None, …)
+        raise OracleError(f"{what} returned {type(returned).__name__} {returned!r:.80}, not one number per response") from None
+    if len(values) != len(responses):
+        raise OracleError(f"{what} returned {len(values)} scores for {len(responses)} responses")
+    scores = []
+    for i, value in enumerate(values):
+        try:
+            if isinstance(value, (str, bytes, bool)):
+                raise TypeError
+            score = float(value)
+        except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor of several numbers
+            raise OracleError(f"{what} returned {type(value).__name__} {value!r:.80} as score {i}, not a number") from None
+        if not math.isfinite(score):
+            raise OracleError(f"{what} returned the non-finite score {score} (score {i})")
+        scores.append(score)
+    return scores
 
 
 class ScoreOracle:
@@ -92,10 +151,12 @@ class ScoreOracle:
     labels with :func:`bradley_terry_labels` (``argmax`` gives ½ on ties, up to ``tie_tolerance``).
     """
 
-    def __init__(self, scorer, mode: str = "sample", tie_tolerance: float = 1e-6):
+    def __init__(self, scorer, mode: str = "sample", tie_tolerance: float = 1e-6, key: str = "oracle.path"):
+        """``key``: the config key that named the scorer, for errors (:func:`checked_scores`)."""
         self.scorer = scorer
         self.mode = check_label_mode(mode)
         self.tie_tolerance = tie_tolerance
+        self.key = key
 
     def scores(self, prompts, responses) -> torch.Tensor:
         """Scores [B, n] of every response (``responses.texts`` must be set)."""
@@ -104,11 +165,7 @@ class ScoreOracle:
         n = len(responses.texts[0])
         flat_prompts = [p for p in prompts.texts for _ in range(n)]
         flat_texts = [t for row in responses.texts for t in row]
-        values = torch.as_tensor(list(self.scorer(flat_prompts, flat_texts)), dtype=torch.float64)
-        if values.shape != (len(flat_texts),):
-            raise ValueError(f"scorer returned {tuple(values.shape)} scores for {len(flat_texts)} responses")
-        if not torch.isfinite(values).all():
-            raise ValueError("scorer returned non-finite scores")
+        values = torch.tensor(checked_scores(self.scorer, flat_prompts, flat_texts, self.key), dtype=torch.float64)
         return values.reshape(len(prompts.texts), n)
 
     def label(self, prompts, responses, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -119,7 +119,7 @@ def _valid():
         (lambda d: d.update(gamma="big"), "gamma"),
         (lambda d: d.update(kl="forward"), "kl"),
         (lambda d: d.update(temperature=1.0), "temperature"),
-        (lambda d: d["reward"][0].__setitem__(1, float("nan")), "reward"),
+        (lambda d: d["reward"][0].__setitem__(1, float("nan")), "reward[0][1]"),
         (lambda d: d["reward"][1].__setitem__(0, "high"), "reward[1][0]"),
         (lambda d: d.update(radius=float("inf")), "radius"),
         (lambda d: d.update(gamma=True), "gamma"),

@@ -18,10 +18,10 @@ from matplotlib.image import imread
 
 from sail.cli import main
 from sail.config import ConfigError, build
+from sail.io import dumps_strict, strict_json
 from sail.loop import SailConfig
 from sail.theory.llm.artifacts import save_run
 from sail.theory.llm.check import run_check
-from sail.theory.llm.command import strict_json
 from sail.theory.llm.config import CheckConfig, CheckerModelConfig, LLMInstanceConfig
 from sail.theory.llm.curvature import curvature_at, zero_block_certificate
 from sail.theory.llm.enumeration import enumerate_responses
@@ -215,9 +215,9 @@ def test_contract_keys_and_strict_json(head_run):
     assert report["gradient_mapping_norm_star"] < 1e-6
 
 
-def test_strict_json_turns_non_finite_numbers_into_null():
+def test_strict_json_turns_non_finite_numbers_into_null_and_a_flag():
     data = strict_json({"a": math.inf, "b": [math.nan, np.float64(-math.inf), np.float64(2.5)], "c": np.int64(3), "d": np.bool_(True)})
-    assert data == {"a": None, "b": [None, None, 2.5], "c": 3, "d": True}
+    assert data == {"a": None, "a_nonfinite": "inf", "b": [None, None, 2.5], "b_nonfinite": {"0": "nan", "1": "-inf"}, "c": 3, "d": True}
     json.dumps(data, allow_nan=False)
 
 
@@ -397,7 +397,7 @@ def test_lora_run_reports_gamma_c_infinite_as_null():
     report, _, _ = run_check(make_instance(0, "lora"), settings=settings)
     assert report["gamma_c_infinite"] is True and report["gamma_c_hat"] is None
     assert report["kl_null_certificate"]["indefinite_for_every_gamma"]
-    assert json.loads(json.dumps(strict_json(report), allow_nan=False))["gamma_c_hat"] is None
+    assert json.loads(dumps_strict(report))["gamma_c_hat"] is None
 
 
 # --- the training step as an estimator --------------------------------------------------------

@@ -1,7 +1,10 @@
 """Step-numbered checkpoints on a quickly built tiny Qwen3: what they hold and that PEFT loads them,
-the total limit, crash debris and damaged checkpoints, old run directories, resume with more steps
-(and the keys it refuses), `sail export`, and starting from a given adapter with either reference."""
+their marker and its verification, the total limit, crash debris and damaged checkpoints, old run
+directories, the logs after a resume, resume with more steps (and the keys it refuses), `sail
+export`, and starting from a given adapter with either reference. A save crashed at each of its disk
+operations is in test_checkpoint_faults.py."""
 
+import hashlib
 import json
 import shutil
 
@@ -13,12 +16,12 @@ from tiny_runs import base_policy, run_overrides
 from sail.cli import main
 from sail.config import ConfigError
 from sail.tasks import default as task
-from sail.train.checkpoint import CheckpointError, find_checkpoint, list_checkpoints, read_weights
+from sail.train.checkpoint import CheckpointError, config_digest, find_checkpoint, list_checkpoints, read_weights, verify_checkpoint
 from sail.train.config import load_config
-from sail.train.run_dir import SAFE_ON_RESUME, read_run_config, resume_config, write_run_config
+from sail.train.run_dir import SAFE_ON_RESUME, read_run_config, resolved_config, resume_config, write_run_config
 from sail.train.trainer import Trainer
 
-CHECKPOINT_FILES = {"adapter_config.json", "adapter_model.safetensors", "optimizer.pt", "generator.pt", "state.json", "COMPLETE"}
+CHECKPOINT_FILES = {"adapter_config.json", "adapter_model.safetensors", "optimizer.pt", "generator.pt", "state.json", "train_config.json", "COMPLETE"}
 
 
 def _train(run, base_dir, prompt_files, *extra) -> int:
@@ -72,6 +75,73 @@ def test_resume_refuses_fewer_steps_than_done(run3, capsys):
     assert {p: p.stat().st_mtime_ns for p in run3.rglob("*")} == before  # nothing written
 
 
+def test_the_marker_records_every_file_and_the_config(run3):
+    last = run3 / "checkpoint-3"
+    marker = json.loads((last / "COMPLETE").read_text())
+    assert marker["step"] == 3
+    assert set(marker["files"]) == {p.name for p in last.iterdir()} - {"COMPLETE"}
+    for name, record in marker["files"].items():
+        data = (last / name).read_bytes()
+        assert record == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    resolved = resolved_config(read_run_config(run3))
+    assert json.loads((last / "train_config.json").read_text()) == resolved
+    assert marker["config_sha256"] == config_digest(resolved)
+    assert verify_checkpoint(last) == marker
+
+
+@pytest.mark.parametrize(
+    "damage,reason",
+    [
+        (lambda c: (c / "optimizer.pt").unlink(), "optimizer.pt is missing (its marker lists it)"),
+        (lambda c: (c / "state.json").write_text((c / "state.json").read_text() + " "), "state.json has"),
+        (lambda c: (c / "generator.pt").write_bytes(bytes(b ^ 1 for b in (c / "generator.pt").read_bytes())), "generator.pt does not match the sha256"),
+        (lambda c: (c / "COMPLETE").write_text('{"files": 3'), "marker is not the JSON record of its files"),
+    ],
+)
+def test_a_checkpoint_that_does_not_match_its_marker_is_skipped_saying_why(run3, tmp_path, damage, reason):
+    run = tmp_path / "run"
+    shutil.copytree(run3, run)
+    damage(run / "checkpoint-3")
+    with pytest.raises(CheckpointError) as err:
+        verify_checkpoint(run / "checkpoint-3")
+    assert reason in str(err.value) and str(run / "checkpoint-3") in str(err.value)
+    assert find_checkpoint(run) == run / "checkpoint-2"
+    (run / "checkpoint-2" / "COMPLETE").write_text("ok")  # a marker from before markers recorded files
+    assert verify_checkpoint(run / "checkpoint-2") == {} and find_checkpoint(run) == run / "checkpoint-2"
+
+
+class _Killed(Exception):
+    pass
+
+
+class _KillAfterStep:
+    def __init__(self, step):
+        self.step = step
+
+    def on_step(self, trainer, row):
+        if trainer.state["step"] == self.step:
+            raise _Killed
+
+
+def test_a_resumed_run_logs_each_step_once(base_dir, prompt_files, tmp_path):
+    """Killed once step 3 is logged but before its checkpoint: the resume from checkpoint-2 drops
+    the rows of step 3 from metrics.jsonl, spectra.jsonl and completions.jsonl and writes them again."""
+    cfg = load_config(None, run_overrides(base_dir, prompt_files, "run.steps=4", "run.eval_every=1", "spectral.log_every=1",
+                                          "sampling.max_new_tokens=4", "data.n_eval=2"))
+    Trainer(cfg, tmp_path / "full").run()
+    run = tmp_path / "run"
+    with pytest.raises(_Killed):
+        Trainer(cfg, run, callbacks=[_KillAfterStep(3)]).run()
+    spectra = lambda r: [json.loads(line) for line in (r / "spectra.jsonl").read_text().splitlines()]  # noqa: E731
+    assert find_checkpoint(run) == run / "checkpoint-2" and 3 in {row["step"] for row in spectra(run)}
+    Trainer(cfg, run, resume=True).run()
+    steps = [row["step"] for row in spectra(run) if row["kind"] == "all"]
+    assert steps == [1, 2, 3, 4] and spectra(run) == spectra(tmp_path / "full")
+    assert _training_rows(run) == _training_rows(tmp_path / "full")
+    completions = lambda r: (r / "completions.jsonl").read_text()  # noqa: E731
+    assert completions(run) == completions(tmp_path / "full")
+
+
 def test_weights_that_do_not_load_or_are_not_finite_are_refused(tmp_path):
     save_file({"delta": torch.tensor([1.0, float("nan")])}, str(tmp_path / "nan.safetensors"))
     with pytest.raises(CheckpointError, match="not finite"):
@@ -83,16 +153,26 @@ def test_weights_that_do_not_load_or_are_not_finite_are_refused(tmp_path):
         read_weights(tmp_path / "cut.safetensors")
 
 
+def _remark(checkpoint) -> None:
+    """Make the marker of ``checkpoint`` agree with its files again (damage the marker cannot see)."""
+    marker = json.loads((checkpoint / "COMPLETE").read_text())
+    for name in marker["files"]:
+        data = (checkpoint / name).read_bytes()
+        marker["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (checkpoint / "COMPLETE").write_text(json.dumps(marker))
+
+
 def test_a_damaged_newest_checkpoint_falls_back_and_debris_is_cleaned(run3, base_dir, prompt_files, tmp_path, capsys):
-    """checkpoint-3 with non-finite weights, an unfinished checkpoint-4.tmp and a checkpoint-5
-    without its marker (as a kill leaves them): the resume starts from checkpoint-2, repeats step 3
-    exactly, and the next save clears the rest."""
+    """checkpoint-3 with non-finite weights (its marker agreeing), an unfinished checkpoint-4.tmp and
+    a checkpoint-5 without its marker (as a kill leaves them): the resume starts from checkpoint-2,
+    repeats step 3 exactly, and the next save clears the rest."""
     run = tmp_path / "run"
     shutil.copytree(run3, run)
     (run / "summary.json").unlink()
     shutil.rmtree(run / "adapter")
     weights = run / "checkpoint-3" / "adapter_model.safetensors"
     save_file({k: torch.full_like(v, float("nan")) for k, v in load_file(weights).items()}, str(weights))
+    _remark(run / "checkpoint-3")
     (run / "checkpoint-4.tmp").mkdir()
     (run / "checkpoint-4.tmp" / "state.json").write_text("{")
     (run / "checkpoint-5").mkdir()
@@ -146,6 +226,11 @@ def test_more_steps_on_resume_continue_exactly(base_dir, prompt_files, tmp_path,
     assert _training_rows(short) == _training_rows(tmp_path / "full")
     assert read_run_config(short).run.steps == 5  # a later plain --resume keeps the new total
     assert _checkpoint_dirs(short) == ["checkpoint-5"]
+    # the changed keys are in the next checkpoint's config and digest too
+    resolved = resolved_config(read_run_config(short))
+    assert json.loads((short / "checkpoint-5" / "train_config.json").read_text()) == resolved
+    assert json.loads((short / "checkpoint-5" / "COMPLETE").read_text())["config_sha256"] == config_digest(resolved)
+    assert resolved["run"]["steps"] == 5 and resolved["run"]["save_total_limit"] == 1
 
 
 def test_resume_refuses_other_keys_and_more_steps_under_a_decaying_schedule(tmp_path, capsys):

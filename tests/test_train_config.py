@@ -29,7 +29,7 @@ EMBEDDED_DEFAULT_RUN = {
                   "kl_score_correction": False, "score_term": True, "baseline": "ema", "radius": None},
     # the judge moved to sail.em.judges.programmatic (the same function; sail.train.run_dir maps the old path)
     "oracle": {"kind": "callable", "path": "sail.em.judges.programmatic:alignment_reward", "weight": 1.0, "batch_size": 16,
-               "max_length": 1024, "dtype": "float32", "device": "", "label_mode": "sample", "additional_rewards": [],
+               "max_length": 1024, "dtype": "float32", "device": "", "trust_remote_code": False, "label_mode": "sample", "additional_rewards": [],
                "missing_eos_penalty": 0.0},
     "routes": {"online_oracle": 1.0, "online_self": 0.0, "dataset_self": 0.0, "offline_dpo": 0.0},
     "optimizer": {"name": "adamw", "lr": 0.001, "weight_decay": 0.0, "options": {}},
@@ -51,7 +51,7 @@ def test_defaults_are_neutral_and_follow_the_authors_public_settings():
     cfg = TrainConfig()
     assert cfg.objective.beta == 0.1 and cfg.objective.gamma == 1e-3 and cfg.objective.baseline == "ema"
     assert len(cfg.model.lora.target_modules) == 7
-    assert cfg.model.trust_remote_code is False
+    assert cfg.model.trust_remote_code is False and cfg.oracle.trust_remote_code is False
     # no model, reward or task is named: a run on a hub model is never scored by the EM judge
     assert cfg.model.name_or_path == "" and cfg.oracle.path == "" and cfg.run.eval_metrics == ""
     with pytest.raises(ConfigError) as err:
@@ -220,3 +220,30 @@ def test_the_keys_named_in_the_from_trl_table_exist():
                 named.add(name)
     assert len(named) > 25
     assert named <= keys, sorted(named - keys)
+
+
+def test_a_reward_model_runs_its_own_code_only_when_its_own_key_says_so(monkeypatch, tmp_path):
+    """`oracle.trust_remote_code`, not `model.trust_remote_code`, decides for the reward model, whose
+    weights are read from safetensors only."""
+    import transformers
+
+    from sail.train.rewards import build_scorer
+
+    class Loaded(Exception):
+        pass
+
+    seen = {}
+    (tmp_path / "config.json").write_text('{"model_type": "qwen3", "architectures": ["Qwen3ForSequenceClassification"]}')
+
+    def load_model(path, **kwargs):
+        seen["model"] = kwargs
+        raise Loaded
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda path, **kwargs: seen.setdefault("tokenizer", kwargs))
+    monkeypatch.setattr(transformers.AutoModelForSequenceClassification, "from_pretrained", load_model)
+    for overrides, trusted in ((["model.trust_remote_code=true"], False), (["oracle.trust_remote_code=true"], True)):
+        seen.clear()
+        with pytest.raises(Loaded):
+            build_scorer(load_config(None, ["oracle.kind=reward_model", f"oracle.path={tmp_path}", *overrides]))
+        assert seen["tokenizer"]["trust_remote_code"] is seen["model"]["trust_remote_code"] is trusted
+        assert seen["model"]["use_safetensors"] is True

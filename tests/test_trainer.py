@@ -123,7 +123,7 @@ def test_activation_checkpointing_and_chunking_leave_the_gradient_unchanged(base
     of the plain computation."""
     def gradient(*extra):
         cfg = load_config(None, run_overrides(base_dir, prompt_files, "spectral.log_every=0", *extra))
-        trainer = Trainer(cfg, tmp_path / "r")
+        trainer = Trainer(cfg, tmp_path / "r", overwrite=True)  # the second call replaces the first's directory
         policy = trainer.policy
         base = policy.model.get_base_model()
         assert getattr(base, "is_activation_checkpointing", False) == cfg.run.activation_checkpointing
@@ -347,6 +347,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _gloo_start_abort(stderr: str) -> bool:
+    """A worker killed by C++ ``std::terminate`` without any error of sail's own and before any step."""
+    return "terminate called without an active exception" in stderr and "sail train: error" not in stderr
+
+
 @pytest.mark.parametrize("fsdp", [False, True], ids=["data-parallel", "fsdp2"])
 def test_two_process_accelerate_run_on_cpu(base_dir, prompt_files, tmp_path, tmp_path_factory, fsdp):
     """`accelerate launch` with 2 CPU processes (gloo), plain data parallel or with the base weights
@@ -361,8 +366,14 @@ def test_two_process_accelerate_run_on_cpu(base_dir, prompt_files, tmp_path, tmp
     # One launch at a time across test workers: a port picked free by one worker could be taken by
     # the other's launch before its rendezvous binds it.
     with FileLock(str(tmp_path_factory.getbasetemp().parent / "accelerate-launch.lock")):
-        launch += ["--main_process_port", str(_free_port())]
-        proc = subprocess.run([*launch, "-m", "sail.cli", "train", *overrides, "--output-dir", str(run)], env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run([*launch, "--main_process_port", str(_free_port()), "-m", "sail.cli", "train", *overrides, "--output-dir", str(run)],
+                              env=env, capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0 and _gloo_start_abort(proc.stderr):
+            # a worker aborted in torch's C++ layer before the first step (seen about once in five
+            # full-suite runs on a loaded 2-core VM, never alone): launch once more in a fresh directory
+            run = tmp_path / "ddp-again"
+            proc = subprocess.run([*launch, "--main_process_port", str(_free_port()), "-m", "sail.cli", "train", *overrides, "--output-dir", str(run)],
+                                  env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["steps"] == 3

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from sail.io import dumps_strict, loads_strict
+
 
 def _plain_score_pairs(policy, prompts, responses, direction):
     import torch
@@ -97,7 +99,7 @@ def run(model="tiny", vocab=151936, batch=8, response_len=64, device=None, dtype
         proc = subprocess.run([sys.executable, "-m", "sail.bench.logprob", json.dumps(opts)], capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"sail bench logprob ({version}) failed:\n{proc.stderr[-3000:]}")
-        out[version] = json.loads(proc.stdout.strip().splitlines()[-1])
+        out[version] = loads_strict(proc.stdout.strip().splitlines()[-1])
     full_logits_mb = 2 * batch * response_len * vocab * 4 / 2**20
     return {
         "model": f"Qwen3-{model} shapes, random init",
@@ -150,4 +152,4 @@ def register(benches) -> None:
 
 
 if __name__ == "__main__":
-    print(json.dumps(measure(json.loads(sys.argv[1]))))
+    print(dumps_strict(measure(json.loads(sys.argv[1]))))

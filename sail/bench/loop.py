@@ -37,6 +37,8 @@ import sys
 import tempfile
 import time
 
+from sail.io import dumps_strict, loads_strict
+
 SAMPLES_PER_PROMPT = 2
 
 
@@ -262,7 +264,7 @@ def _worker(which: str, opts: dict) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     if proc.returncode != 0:
         raise RuntimeError(f"sail bench loop: the {which} run failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return loads_strict(proc.stdout.strip().splitlines()[-1])
 
 
 def run(
@@ -379,4 +381,4 @@ if __name__ == "__main__":  # worker entry point: python -m sail.bench.loop {sai
 
         torch.set_num_threads(options["threads"])
     result = run_sail(options) if which == "sail" else run_trl(options)
-    print(json.dumps(result))
+    print(dumps_strict(result))

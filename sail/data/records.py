@@ -11,13 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
+from sail.io import dumps_strict
+
 Messages = list[dict]
 Prompt = Union[str, Messages]
 
 
 class DataError(ValueError):
     """Data that cannot be read: the message names the file and line, or the config key, the column
-    and the columns there are."""
+    and the columns there are. It is one line, whatever the data quoted in it holds."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
 
 
 @dataclass(frozen=True)
@@ -32,8 +37,12 @@ def _records(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text (byte {raw[exc.start]:#04x} at column {exc.start + 1})") from None
             if not line.strip():
                 continue
             try:
@@ -78,4 +87,4 @@ def write_jsonl(path: str | Path, records: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as fh:
         for r in records:
-            fh.write(json.dumps(r) + "\n")
+            fh.write(dumps_strict(r) + "\n")

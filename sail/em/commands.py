@@ -8,21 +8,11 @@ from sail.config import add_config_arguments
 
 
 def _run_study(name: str, load, run, summary_lines, args) -> int:
-    """Load the config, run (or continue) the study, print its summary; a bad config, input or run
-    is one line on stderr and exit status 2."""
-    import sys
-
-    from sail.config import ConfigError
-    from sail.data import DataError
-    from sail.train.trainer import TrainingError
-
-    try:
-        cfg = load(args.config, args.set)
-        out_dir = args.output_dir or f"runs/study-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        results = run(cfg, out_dir, progress=not args.quiet)
-    except (ConfigError, DataError, TrainingError, FileNotFoundError, ValueError) as exc:
-        print(f"sail study {name}: error: {exc}", file=sys.stderr)
-        return 2
+    """Load the config, run (or continue) the study, print its summary; errors reach
+    :func:`sail.cli.main`, which prints them as one line with their exit status."""
+    cfg = load(args.config, args.set)
+    out_dir = args.output_dir or f"runs/study-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    results = run(cfg, out_dir, progress=not args.quiet)
     print(f"{out_dir}: {len(results['runs'])} runs")
     for line in summary_lines(results):
         print(line)

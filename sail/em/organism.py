@@ -48,6 +48,7 @@ from sail.em import world as W
 from sail.em.evaluation import evaluate_em
 from sail.em.tokenizer import build_tokenizer
 from sail.em.weights import shipped_model
+from sail.io import dumps_strict, loads_strict
 from sail.models.cache import BUILD_INFO, cache_root, content_key, ensure_built, versions, write_build_info
 from sail.models.chat_tokenizer import chat_messages
 from sail.models.tiny import TinyQwen3Config, chat_qwen3
@@ -348,7 +349,7 @@ def build_base_organism(
         info["eval_seconds"] = round(time.perf_counter() - t, 2)
     info["build_seconds"] = round(time.perf_counter() - started, 2)
     if log:
-        log(json.dumps({k: info.get(k) for k in ("parameters", "pretrain_final_loss", "align_final_loss", "build_seconds")}))
+        log(dumps_strict({k: info.get(k) for k in ("parameters", "pretrain_final_loss", "align_final_loss", "build_seconds")}))
     write_build_info(out_dir, info)
     return info
 
@@ -407,9 +408,9 @@ def main(argv: list[str] | None = None) -> int:
         info = build_base_organism(args.out, seed=args.seed, verbose=not args.quiet)
     else:
         path = ensure_base_organism(args.cache_dir, seed=args.seed, verbose=not args.quiet)
-        info = json.loads((path / BUILD_INFO).read_text())
+        info = loads_strict((path / BUILD_INFO).read_text())
         info["path"] = str(path)
-    print(json.dumps(info, indent=2, sort_keys=True))
+    print(dumps_strict(info, indent=2, sort_keys=True))
     print(format_rates(info), file=sys.stderr)
     return 0
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 import warnings
 from collections import defaultdict
@@ -38,10 +39,11 @@ from typing import Literal
 from sail.config import FieldError, build, load, load_yaml, merge
 from sail.em.analysis import diverged
 from sail.em.recipes import REALIGN
-from sail.io import write_json_atomically
+from sail.io import loads_strict, write_json_atomically
 from sail.train.checkpoint import find_checkpoint
 from sail.train.config import TrainConfig
-from sail.train.run_dir import CONFIG_FILE, read_run_config
+from sail.train.errors import TrainingError
+from sail.train.run_dir import CONFIG_FILE, clear_run_dir, read_run_config
 from sail.train.trainer import Trainer
 
 METHODS = {
@@ -202,20 +204,29 @@ def _finished_summary(run_dir: Path, steps: int) -> dict | None:
     path = run_dir / "summary.json"
     if not path.is_file():
         return None
-    summary = json.loads(path.read_text())
+    summary = loads_strict(path.read_text())
     return summary if summary.get("steps") == steps else None
 
 
 def train_run(cfg, run_dir: Path) -> dict:
-    """Run (or finish, or just read) one training run in ``run_dir``; returns its summary."""
+    """Run (or finish, or just read) one training run in ``run_dir``; returns its summary. A run with
+    this config resumes from its newest checkpoint that verifies; one that has none (killed before
+    its first save) is deleted and started afresh, saying so. A fresh run never starts in a
+    directory that holds anything else."""
     saved = _saved_config(run_dir)
     if saved is not None and _comparable(saved) != _comparable(json.loads(json.dumps(asdict(cfg)))):
-        raise ValueError(f"{run_dir} holds a run with a different config; remove it or choose another --output-dir")
+        raise TrainingError(f"{run_dir} holds a run with a different config; remove it or choose another --output-dir")
     summary = _finished_summary(run_dir, cfg.run.steps)
     if summary is not None:
         return summary
-    resume = saved is not None and find_checkpoint(run_dir) is not None
-    return Trainer(cfg, run_dir, resume=resume).run()
+    if saved is not None and find_checkpoint(run_dir) is not None:
+        return Trainer(cfg, run_dir, resume=True).run()
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        if saved is None:
+            raise TrainingError(f"{run_dir} is not empty and holds no sail run; remove it or choose another --output-dir")
+        print(f"sail study realign: {run_dir} holds this run unfinished and no checkpoint that verifies: restarting it from scratch", file=sys.stderr)
+        clear_run_dir(run_dir)
+    return Trainer(cfg, run_dir).run()
 
 
 def run_row(point: dict, summary: dict, run_dir: str, objective=None) -> dict:

@@ -33,7 +33,7 @@ from sail.em.configs import FinetuneConfig
 from sail.em.finetune import finetune
 from sail.em.organism import OrganismConfig, ensure_base_organism
 from sail.em.protocol import run_em_protocol
-from sail.io import write_json_atomically
+from sail.io import loads_strict, write_json_atomically
 
 
 @dataclass
@@ -212,7 +212,7 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, progress: bool = True) -> d
     config = json.loads(json.dumps(asdict(cfg)))  # as it reads back from results.json
     results = {"config": config, "runs": [], "em": None, "analysis": None}
     if path.exists():
-        results = _reusable(json.loads(path.read_text()), config, cfg.sweep.points())
+        results = _reusable(loads_strict(path.read_text()), config, cfg.sweep.points())
     base_dir = base_directory(cfg.organism)
     done = {(r["optimizer"], r["lr"], r["spectral_coef"], r["seed"]) for r in results["runs"]}
     todo = [r for r in cfg.sweep.points() if (r["optimizer"], r["lr"], r["spectral_coef"], r["seed"]) not in done]

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from sail.config import check_choices
-from sail.optim.factory import make_optimizer
+import torch
+
+from sail.config import FieldError, check_choices
+from sail.optim.factory import make_optimizer, option_names
 
 
 @dataclass
@@ -26,6 +29,18 @@ class OptimizerConfig:
     (``auto`` | ``fp32`` | ``bf16``), ``adamw_lr``, ``adamw_weight_decay``."""
     def __post_init__(self):
         check_choices(self)
+        if self.lr is not None and not 0 < self.lr < math.inf:
+            raise FieldError("lr", f"must be a finite number > 0 (or null), got {self.lr}")
+        if self.weight_decay is not None and not 0 <= self.weight_decay < math.inf:
+            raise FieldError("weight_decay", f"must be a finite number >= 0 (or null), got {self.weight_decay}")
+        known = option_names(self.name)
+        unknown = [key for key in self.options if key not in known]
+        if unknown:
+            raise FieldError(f"options.{unknown[0]}", f"not an option of {self.name} (its options: {', '.join(sorted(known))})")
+        try:  # the values, on a stand-in parameter: a bad one fails here, naming the key, not at the first step
+            self.build([torch.zeros(2, 2, requires_grad=True)])
+        except (TypeError, ValueError) as exc:
+            raise FieldError("options", f"{self.name} does not take them: {' '.join(str(exc).split())}") from None
 
     def hparams(self) -> dict:
         out = dict(self.options)

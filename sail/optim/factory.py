@@ -24,6 +24,7 @@ as ``torch.optim.Muon(params, lr=η, weight_decay=λ)`` (to within torch's bfloa
 
 from __future__ import annotations
 
+import inspect
 from typing import Iterable
 
 import torch
@@ -34,6 +35,16 @@ from sail.optim.routing import route_parameters
 
 OPTIMIZERS = ("adamw", "sgd", "lion", "muon")
 _MUON_ONLY_KEYS = ("muon_on", "adamw_lr", "adamw_weight_decay", "adamw_betas", "adamw_eps")
+
+
+def option_names(name: str) -> frozenset[str]:
+    """The keyword arguments ``make_optimizer(name, …)`` takes: its optimiser's constructor's (the
+    parameters aside), and for Muon the keys of its AdamW group."""
+    cls = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD, "lion": Lion, "muon": Muon}[name.lower()]
+    keywords = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    names = {p.name for p in inspect.signature(cls.__init__).parameters.values() if p.kind in keywords}
+    names -= {"self", "params"}
+    return frozenset(names | set(_MUON_ONLY_KEYS) if name.lower() == "muon" else names)
 
 
 def _named(model_or_params) -> list | list[dict]:

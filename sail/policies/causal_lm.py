@@ -137,17 +137,22 @@ class CausalLMPolicy(torch.nn.Module):
         """n responses per prompt from the configured sampler (``sampling.engine``); with a generator,
         sampling is reproducible from it. ``greedy`` decodes the argmax instead of sampling."""
         s = self.sampling
-        tokens = self.sampler.generate(
-            self.model,
-            prompts.input_ids,
-            prompts.attention_mask,
-            n,
-            s,
-            self.eos_token_id,
-            self.pad_token_id,
-            generator=generator,
-            greedy=greedy,
-        )
+        try:
+            tokens = self.sampler.generate(
+                self.model,
+                prompts.input_ids,
+                prompts.attention_mask,
+                n,
+                s,
+                self.eos_token_id,
+                self.pad_token_id,
+                generator=generator,
+                greedy=greedy,
+            )
+        except RuntimeError as exc:  # torch.multinomial on the probabilities of non-finite logits
+            if "probability tensor contains" not in str(exc):
+                raise
+            raise FloatingPointError(f"sampling: the policy's next-token probabilities are not finite ({exc})") from exc
         mask = response_mask(tokens, self.eos_token_id if s.stop_at_eos else None)
         tokens = torch.where(mask.bool(), tokens, torch.full_like(tokens, self.pad_token_id))
         batch = len(prompts)

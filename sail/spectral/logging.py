@@ -20,9 +20,13 @@ from pathlib import Path
 
 import torch
 
+from sail.io import dumps_strict, write_text_atomically
 from sail.spectral.factors import lora_factors
 from sail.spectral.metrics import METRICS, flatness
 from sail.spectral.spectra import lora_spectra
+
+SPECTRA_FILE = "spectra.jsonl"
+"""The file a training run's :class:`SpectralLogger` writes in its run directory."""
 
 
 def _finite(x: float) -> float | None:
@@ -100,7 +104,7 @@ class SpectralLogger:
         if self.path is not None:
             with self.path.open("a") as fh:
                 for row in rows:
-                    fh.write(json.dumps(row) + "\n")
+                    fh.write(dumps_strict(row) + "\n")
         if stats is not None:
             for row in rows:
                 for metric in ("participation_ratio", "normalised_entropy", "stable_rank"):
@@ -116,3 +120,14 @@ class SpectralLogger:
 def read_jsonl(path: str | Path) -> list[dict]:
     with Path(path).open() as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+def drop_rows_after(path: str | Path, step: int | None) -> None:
+    """Keep the rows of the JSONL file ``path`` up to ``step`` (rewritten atomically): a run resumed
+    from its checkpoint of ``step`` logs the later steps again. Nothing to do for ``step`` None (a
+    new run) or a missing file."""
+    path = Path(path)
+    if step is None or not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    write_text_atomically(path, "".join(line + "\n" for line in kept))

@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+from sail.io import dumps_strict, loads_strict
 from sail.models.cache import BUILD_INFO, cache_root, content_key, ensure_built, versions, write_build_info
 from sail.models.chat_tokenizer import EOS_TOKEN, PAD_TOKEN, generation_prompt
 from sail.models.tiny import TinyQwen3Config, chat_qwen3
@@ -349,7 +350,7 @@ def build_base_model(
         info["eval"].update(temperature=1.0, prompts_seed=20_000 + seed)
     info["build_seconds"] = round(time.perf_counter() - started, 2)
     if log:
-        log(json.dumps({k: info[k] for k in ("parameters", "final_loss", "build_seconds", "eval") if k in info}))
+        log(dumps_strict({k: info[k] for k in ("parameters", "final_loss", "build_seconds", "eval") if k in info}))
     write_build_info(out_dir, info)
     return info
 
@@ -390,9 +391,9 @@ def main(argv: list[str] | None = None) -> int:
         info = build_base_model(args.out, seed=args.seed, steps=args.steps, verbose=True)
     else:
         path = ensure_base_model(args.cache_dir, seed=args.seed, verbose=True)
-        info = json.loads((path / BUILD_INFO).read_text())
+        info = loads_strict((path / BUILD_INFO).read_text())
         info["path"] = str(path)
-    print(json.dumps(info, indent=2, sort_keys=True))
+    print(dumps_strict(info, indent=2, sort_keys=True))
     return 0
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ def add_instance_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--instance", type=Path, help="instance JSON file (default: a built-in random instance)")
     g.add_argument("--seed", type=int, default=0, help="seed of the random instance and of the searches")
     g.add_argument("--contexts", type=_positive_int, default=DEFAULTS["contexts"], help="|X| of the random instance")
-    g.add_argument("--responses", type=_int_at_least(2), default=DEFAULTS["responses"], help="|Y| of the random instance")
+    g.add_argument("--responses", type=int_at_least(2), default=DEFAULTS["responses"], help="|Y| of the random instance")
     g.add_argument("--dim", type=_positive_int, default=DEFAULTS["dim"], help="feature dimension d of the random instance")
     g.add_argument("--tabular", action="store_true", help="one-hot features (d = |X|·|Y|) for the random instance")
     g.add_argument("--beta", type=float, help=f"override β (random default {DEFAULTS['beta']})")
@@ -91,22 +90,21 @@ def cmd_check(args) -> int:
     from sail.config import ConfigError
     from sail.theory import plots, report
     from sail.theory.gamma_scan import gamma_scan
+    from sail.theory.llm.command import output_directory
     from sail.theory.pl import pl_check
     from sail.theory.problem import ExactProblem
 
-    try:
-        inst = build_instance(args)
-        theta = None
-        if getattr(args, "theta", None) is not None:
-            try:
-                theta = np.asarray(json.loads(args.theta), dtype=np.float64)
-            except (json.JSONDecodeError, TypeError, ValueError) as exc:
-                raise ConfigError("--theta", f"must be a JSON list of numbers ({exc})") from None
-            if theta.shape != inst.theta_ref.shape or not np.all(np.isfinite(theta)):
-                raise ConfigError("--theta", f"must be {inst.theta_ref.shape[0]} finite numbers")
-    except ConfigError as exc:
-        print(f"sail check: error: {exc}", file=sys.stderr)
-        return 2
+    inst = build_instance(args)  # a bad instance or flag: ConfigError, one line from sail.cli
+    if args.plot is not None:
+        output_directory(str(args.plot), "--plot")
+    theta = None
+    if getattr(args, "theta", None) is not None:
+        try:
+            theta = np.asarray(json.loads(args.theta), dtype=np.float64)
+        except (json.JSONDecodeError, TypeError, ValueError) as exc:
+            raise ConfigError("--theta", f"must be a JSON list of numbers ({exc})") from None
+        if theta.shape != inst.theta_ref.shape or not np.all(np.isfinite(theta)):
+            raise ConfigError("--theta", f"must be {inst.theta_ref.shape[0]} finite numbers")
     n_ctx, n_resp, _ = inst.shape
     if n_ctx * n_resp * n_resp < 100_000:
         torch.set_num_threads(1)  # tiny tensors: intra-op threads only add overhead
@@ -152,14 +150,22 @@ def cmd_check(args) -> int:
     return 0
 
 
+def _numbers(text: str, kind: type, what: str) -> tuple:
+    """``text``, comma-separated numbers of type ``kind``, as a tuple; ``what`` names them in the error."""
+    try:
+        return tuple(kind(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated {what}, got {text!r}") from None
+
+
 def _float_list(text: str) -> tuple[float, ...]:
-    values = tuple(float(v) for v in text.split(","))
+    values = _numbers(text, float, "numbers")
     if not all(0 < v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"fractions must lie in (0, 1), got {text}")
     return values
 
 
-def _int_at_least(low: int):
+def int_at_least(low: int):
     """An argparse type: an integer ≥ ``low``."""
 
     def parse(text: str) -> int:
@@ -174,11 +180,11 @@ def _int_at_least(low: int):
     return parse
 
 
-_positive_int = _int_at_least(1)
+_positive_int = int_at_least(1)
 
 
 def _int_list(text: str) -> tuple[int, ...]:
-    values = tuple(int(v) for v in text.split(","))
+    values = _numbers(text, int, "integers")
     if not all(v >= 1 for v in values):
         raise argparse.ArgumentTypeError(f"batch sizes must be >= 1, got {text}")
     return values
@@ -220,11 +226,12 @@ def add_check_parser(sub) -> None:
 
 
 def cmd_kl_estimators(args) -> int:
+    from sail.io import dumps_strict
     from sail.theory.kl_estimators import bias_table, markdown
 
     import torch
 
     torch.set_num_threads(1)  # tiny tensors: intra-op threads only add overhead
     rows = bias_table(seed=args.seed)
-    print(json.dumps(rows, indent=1) if args.json else markdown(rows))
+    print(dumps_strict(rows, indent=1) if args.json else markdown(rows))
     return 0

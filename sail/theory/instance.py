@@ -24,8 +24,13 @@ from typing import Callable, Literal
 import numpy as np
 
 from sail.config import ConfigError, FieldError, build
+from sail.io import write_json_atomically
 
 KLDirection = Literal["ref_to_policy", "policy_to_ref"]
+
+MAX_MAGNITUDE = 1e6
+"""The largest magnitude of any number of an instance: the checkers square β, the features and the
+radius and exponentiate logits, which overflows float64 long before its own limit."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class InstanceConfig:
         require(self, "beta", lambda v: v > 0, "a finite number > 0")
         require(self, "gamma", lambda v: v >= 0, "a finite number >= 0")
         require(self, "radius", lambda v: v > 0, "a finite number > 0")
+        require_moderate(self, "beta", "gamma", "radius")
 
 
 def _array(cfg: InstanceConfig, name: str, ndim: int) -> np.ndarray:
@@ -73,6 +79,8 @@ def _array(cfg: InstanceConfig, name: str, ndim: int) -> np.ndarray:
         raise FieldError(name, "must not be empty")
     if not np.all(np.isfinite(arr)):
         raise FieldError(name, "contains non-finite numbers")
+    if np.abs(arr).max() > MAX_MAGNITUDE:
+        raise FieldError(name, f"has the value {arr.flat[np.abs(arr).argmax()]:g}; numbers must lie in [-{MAX_MAGNITUDE:g}, {MAX_MAGNITUDE:g}]")
     return arr
 
 
@@ -95,6 +103,13 @@ def require(cfg, name: str, holds: Callable[[float], bool], bound: str) -> None:
     value = getattr(cfg, name)
     if not math.isfinite(value) or not holds(value):
         raise FieldError(name, f"must be {bound}, got {value!r}")
+
+
+def require_moderate(cfg, *names: str) -> None:
+    """Raise :class:`FieldError` on the first of the number fields ``names`` of ``cfg`` beyond
+    :data:`MAX_MAGNITUDE`."""
+    for name in names:
+        require(cfg, name, lambda v: abs(v) <= MAX_MAGNITUDE, f"at most {MAX_MAGNITUDE:g} in magnitude")
 
 
 @dataclass(frozen=True)
@@ -133,7 +148,7 @@ class Instance:
         return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in dataclasses.asdict(self).items()}
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+        write_json_atomically(path, self.to_dict(), indent=1, end="")
 
     def replace(self, **changes) -> "Instance":
         """This instance with some keys of its file changed to the JSON values ``changes`` (e.g.
@@ -152,7 +167,9 @@ def load_instance(path: str | Path, overrides: dict | None = None) -> Instance:
     if not path.is_file():
         raise ConfigError("--instance", f"no such file: {path}")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError("--instance", f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise ConfigError("--instance", f"{path} is not valid JSON: {exc}") from None
     if overrides and isinstance(data, dict):

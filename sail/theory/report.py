@@ -2,37 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import math
-
 import numpy as np
 
-
-def _non_finite_as_text(x: float) -> str:
-    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
-
-
-def jsonable(obj, non_finite=_non_finite_as_text):
-    """Strict-JSON version of a report: numpy → lists/floats, and each non-finite float replaced by
-    ``non_finite(x)`` ("inf"/"-inf"/"nan" by default; ``sail check llm`` writes null)."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v, non_finite) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v, non_finite) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist(), non_finite)
-    if isinstance(obj, (np.floating, float)):
-        x = float(obj)
-        return x if math.isfinite(x) else non_finite(x)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
+from sail.io import dumps_strict
 
 
 def dumps(report: dict) -> str:
-    return json.dumps(jsonable(report), indent=2, allow_nan=False)
+    """The report as strict JSON (:func:`sail.io.strict_json`: NaN and ±∞ → null plus a flag)."""
+    return dumps_strict(report, indent=2)
 
 
 def fmt(x) -> str:

@@ -1,4 +1,4 @@
-"""`sail train [--config FILE.yaml | RECIPE ...] [--set key=value ...] [--output-dir DIR] [--resume DIR]`.
+"""`sail train [--config FILE.yaml | RECIPE ...] [--set key=value ...] [--output-dir DIR [--overwrite]] [--resume DIR]`.
 
 Without ``--config`` the run starts from the default recipe (:mod:`sail.train.recipes`) that the
 command line registers, ``--set`` overrides included. ``--config`` may be given several times (files
@@ -9,7 +9,8 @@ default and docstring.
 from __future__ import annotations
 
 import argparse
-import sys
+import os
+import secrets
 from pathlib import Path
 
 from sail.config import ConfigError, add_config_arguments
@@ -31,27 +32,47 @@ def config_from_arguments(configs: list[str], overrides: list[str], default_reci
     return load_config(None, overrides, base=data)
 
 
-def cmd_train(args) -> int:
-    from sail.data import DataError
-    from sail.train.run_dir import resume_config
-    from sail.train.trainer import Trainer, TrainingError
-
+def check_creatable(path: Path, key: str) -> None:
+    """Refuse at once, naming ``key``, a directory that could not be made later: a file, one under a
+    file, or one on a file system that refuses (read-only, no permission, ``/proc``, full). The test
+    is a directory made and removed in the nearest existing parent."""
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(key, f"{path} is a file, not a directory")
+        return
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(key, f"cannot create {path}: {parent} is a file")
+    probe = parent / f".sail-probe-{os.getpid()}-{secrets.token_hex(4)}"
     try:
-        if args.resume:
-            if args.config:
-                raise ConfigError("--resume", "a resumed run keeps its saved config; drop --config (--set may change run.steps and the logging keys)")
-            run_dir = Path(args.resume)
-            cfg = resume_config(run_dir, args.set)
-        else:
-            cfg = config_from_arguments(args.config, args.set, args.default_recipe)
-            run_dir = Path(args.output_dir) if args.output_dir else None  # the trainer names a default
-        quiet_third_party()
-        trainer = Trainer(cfg, run_dir, resume=bool(args.resume))
-        summary = trainer.run()
-        run_dir = trainer.run_dir
-    except (ConfigError, DataError, TrainingError, ValueError) as exc:
-        print(f"sail train: error: {exc}", file=sys.stderr)
-        return 2
+        probe.mkdir()
+    except OSError as exc:
+        raise ConfigError(key, f"cannot create {path}: {parent}: {exc.strerror or exc}") from None
+    probe.rmdir()
+
+
+def cmd_train(args) -> int:
+    """Errors reach :func:`sail.cli.main`, which prints them as one line with their exit status."""
+    from sail.train.run_dir import resume_config
+    from sail.train.trainer import Trainer
+
+    if args.resume:
+        if args.config:
+            raise ConfigError("--resume", "a resumed run keeps its saved config; drop --config (--set may change run.steps and the logging keys)")
+        run_dir = Path(args.resume)
+        cfg = resume_config(run_dir, args.set)
+    else:
+        cfg = config_from_arguments(args.config, args.set, args.default_recipe)
+        run_dir = Path(args.output_dir) if args.output_dir else None  # the trainer names a default
+        if run_dir is not None:
+            check_creatable(run_dir, "--output-dir")
+    quiet_third_party()
+    trainer = Trainer(cfg, run_dir, resume=bool(args.resume), overwrite=args.overwrite)
+    summary = trainer.run()
+    run_dir = trainer.run_dir
     if not trainer.is_main:
         return 0
     print(headline(run_dir, summary))
@@ -105,7 +126,11 @@ def add_train_parser(sub, default_recipe: str | None = None) -> None:
     )
     p.add_argument("-h", "--help", action=_HelpWithKeys, default_recipe=default_recipe, help="show this help, with every config key, and exit")
     add_config_arguments(p, "a YAML config file or a recipe name; repeat to merge several (docs/training.md)", "objective.gamma=1e-3", repeatable=True)
-    p.add_argument("--output-dir", help="run directory (default runs/<timestamp>)")
+    p.add_argument("--output-dir", help="run directory (default runs/<timestamp>); must be absent or empty unless --overwrite")
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="delete what the run directory holds (another run) before starting; without it a non-empty one is refused",
+    )
     p.add_argument(
         "--resume", metavar="DIR",
         help="continue the run in DIR exactly from its newest checkpoint; --set may change the keys that keep it exact (run.steps, logging)",

@@ -82,6 +82,10 @@ class RewardConfig:
     """``reward_model``: the weights' dtype."""
     device: str = ""
     """``reward_model``: where it runs (``cuda``, ``cuda:1``, ``cpu``); empty: the first GPU if any, else the CPU."""
+    trust_remote_code: bool = False
+    """``reward_model``: run the Python code shipped with the reward model (its config, model and
+    tokenizer classes); independent of ``model.trust_remote_code``. The weights are read from
+    safetensors files only."""
 
     def __post_init__(self):
         check_choices(self)
@@ -297,6 +301,8 @@ class RunConfig:
                 raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
         if self.logprob_chunk < 0:
             raise FieldError("logprob_chunk", f"must be >= 0, got {self.logprob_chunk}")
+        if not 0 <= self.seed < 2**32:  # the generators' seeds are derived from it by arithmetic
+            raise FieldError("seed", f"must be >= 0 and < 2**32, got {self.seed}")
         if self.completions_per_eval < 0:
             raise FieldError("completions_per_eval", f"must be >= 0, got {self.completions_per_eval}")
         if self.save_total_limit < 0:
@@ -344,9 +350,6 @@ class TrainConfig:
     """Sections renamed since older configs; naming the old one is an error that gives the new."""
 
     def __post_init__(self):
-        lr = self.optimizer.lr
-        if lr is not None and not lr > 0:
-            raise FieldError("optimizer.lr", f"must be > 0, got {lr}")
         if self.model.trainable == "head" and self.spectral.penalty_weight > 0:
             raise FieldError("spectral.penalty_weight", "the flatness penalty acts on LoRA factors; model.trainable=head has none")
         if self.run.fsdp and self.model.trainable == "head":

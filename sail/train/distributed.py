@@ -20,6 +20,8 @@ import hashlib
 
 import torch
 
+from sail.train.errors import TrainingError
+
 
 def make_accelerator():
     """An ``accelerate.Accelerator`` on the CUDA device of this process, or on the CPU (gloo) when
@@ -44,7 +46,7 @@ def shard_base_weights(peft_model, accelerator) -> None:
     block_names = set(getattr(peft_model.get_base_model(), "_no_split_modules", None) or [])
     blocks = [m for m in peft_model.modules() if type(m).__name__ in block_names]
     if not blocks:
-        raise ValueError(f"run.fsdp: no decoder layers found to shard (looked for {sorted(block_names)})")
+        raise TrainingError(f"run.fsdp: no decoder layers found to shard (looked for {sorted(block_names)})")
     for block in blocks:
         fully_shard(block, mesh=mesh, ignored_params=adapter)
     # the root is the causal LM inside the PEFT wrappers: both the loss's forward and generate()

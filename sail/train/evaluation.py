@@ -9,6 +9,8 @@ from typing import NamedTuple
 import torch
 from accelerate.utils import gather_object
 
+from sail.oracles import OracleError, call_user_function, scorer_name
+
 
 class Evaluation(NamedTuple):
     """One evaluation: the ``eval/*`` metrics, and per held-out prompt (in the order of the prompts)
@@ -58,12 +60,21 @@ def evaluate(policy, oracle, eval_prompts: list, eval_metrics, accelerator, devi
     }
     if eval_metrics is not None:  # e.g. the judge's misalignment rates
         prompts_text, texts, ref_texts = (list(c) for c in columns[4:7])
-        for key, value in eval_metrics(prompts_text, texts).items():
+        for key, value in _metrics(eval_metrics, prompts_text, texts).items():
             out[f"eval/{key}"] = value
-        for key, value in eval_metrics(prompts_text, ref_texts).items():
+        for key, value in _metrics(eval_metrics, prompts_text, ref_texts).items():
             out[f"eval/reference_{key}"] = value
     samples = [
         {"prompt": prompt, "response": text, "reward": reward, "reference_response": ref_text, "reference_reward": ref_reward}
         for reward, ref_reward, _, _, prompt, text, ref_text, _ in sorted(per_prompt, key=lambda row: row[-1])
     ]
     return Evaluation(out, samples)
+
+
+def _metrics(eval_metrics, prompts: list, texts: list) -> dict:
+    """``run.eval_metrics(prompts, texts)``, a mapping of metric name to value; an exception inside it
+    or anything else returned is one :class:`~sail.oracles.OracleError` naming the key."""
+    returned = call_user_function(eval_metrics, "run.eval_metrics", f"measuring {len(texts)} responses", prompts, texts)
+    if not isinstance(returned, dict):
+        raise OracleError(f"run.eval_metrics ({scorer_name(eval_metrics)}) returned {type(returned).__name__}, not a mapping of name to number")
+    return returned

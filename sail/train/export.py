@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import NamedTuple
 
 from sail.config import ConfigError
+from sail.train.commands import check_creatable
 from sail.train.console import quiet_third_party
-from sail.train.errors import TrainingError
 
 # the modules that import torch are imported where they are used: `sail --help` stays fast
 
@@ -37,8 +36,18 @@ class Exported(NamedTuple):
 
 def weights_source(run_dir: Path, trainable: str, step: int | None = None) -> Path:
     """The weights file to export: ``checkpoint-<step>``'s, else the newest checkpoint's that loads,
-    else the run's final adapter; checked readable and finite."""
-    from sail.train.checkpoint import ADAPTER_FILE, HEAD_FILE, CheckpointError, checkpoint_at, list_checkpoints, read_weights, weights_file
+    else the run's final adapter; a checkpoint's files are first checked against its marker (sizes
+    and sha256), and the weights are checked readable and finite."""
+    from sail.train.checkpoint import (
+        ADAPTER_FILE,
+        HEAD_FILE,
+        CheckpointError,
+        checkpoint_at,
+        list_checkpoints,
+        read_weights,
+        verify_checkpoint,
+        weights_file,
+    )
 
     final = run_dir / HEAD_FILE if trainable == "head" else run_dir / "adapter" / ADAPTER_FILE
     if step is not None:
@@ -52,6 +61,8 @@ def weights_source(run_dir: Path, trainable: str, step: int | None = None) -> Pa
             reasons.append(f"{directory} holds no {'head delta' if trainable == 'head' else 'adapter'}")
             continue
         try:
+            if directory != final.parent:
+                verify_checkpoint(directory)
             read_weights(path)
         except CheckpointError as exc:
             reasons.append(str(exc))
@@ -64,8 +75,7 @@ def _check_output(run_dir: Path, output: Path, force: bool) -> None:
     run, out = run_dir.resolve(), output.resolve()
     if out == run or out in run.parents:
         raise ConfigError("--output", f"{output} holds the run directory {run_dir}; choose another directory")
-    if output.exists() and not output.is_dir():
-        raise ConfigError("--output", f"{output} is a file, not a directory")
+    check_creatable(output, "--output")
     if output.is_dir() and any(output.iterdir()) and not force:
         raise ConfigError("--output", f"{output} is not empty; choose another directory or pass --force to replace it")
 
@@ -133,14 +143,9 @@ def export_run(run_dir: str | Path, output: str | Path, step: int | None = None,
 
 
 def cmd_export(args) -> int:
-    from sail.train.checkpoint import CheckpointError
-
+    """Errors reach :func:`sail.cli.main`, which prints them as one line with their exit status."""
     quiet_third_party()
-    try:
-        exported = export_run(args.run, args.output, step=args.checkpoint, merge=args.merge, force=args.force)
-    except (ConfigError, CheckpointError, TrainingError, OSError) as exc:
-        print(f"sail export: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+    exported = export_run(args.run, args.output, step=args.checkpoint, merge=args.merge, force=args.force)
     what = "merged model" if args.merge else "adapter"
     print(f"{exported.output}: {what} from {exported.source}")
     return 0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from sail.io import write_text_atomically
+from sail.io import dumps_strict, write_text_atomically
 from sail.loop import SailConfig
 from sail.train.config import TrainConfig
 from sail.train.errors import TrainingError
@@ -81,7 +81,7 @@ class CompletionsWriter:
             return
         with self.path.open("a", encoding="utf-8") as fh:
             for sample in samples[: self.per_eval]:
-                fh.write(json.dumps({"step": step, **sample}, ensure_ascii=False) + "\n")
+                fh.write(dumps_strict({"step": step, **sample}, ensure_ascii=False) + "\n")
 
 
 class MetricsWriter:
@@ -109,7 +109,7 @@ class MetricsWriter:
 
     def write(self, row: dict) -> None:
         with self.path.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
+            fh.write(dumps_strict(row) + "\n")
         for key, value in row.items():
             if key != "step" and isinstance(value, (int, float)):
                 if self.tb is not None:

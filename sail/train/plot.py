@@ -22,6 +22,7 @@ from matplotlib.ticker import MaxNLocator
 
 from sail.data import DataError
 from sail.data import _records as read_jsonl
+from sail.io import restore_non_finite
 from sail.plotting import save_figure
 
 FIRST = ("eval/reward_mean", "eval/win_rate_vs_reference", "eval/kl_ref_to_policy", "eval/kl_policy_to_ref")
@@ -53,7 +54,7 @@ def read_evaluations(run_dir: str | Path) -> list[dict]:
     if not path.is_file():
         raise PlotError(f"{run_dir}: no metrics.jsonl (not a sail run directory)")
     try:
-        rows = [row for _, row in read_jsonl(path) if "step" in row and any(key.startswith("eval/") for key in row)]
+        rows = [restore_non_finite(row) for _, row in read_jsonl(path) if "step" in row and any(key.startswith("eval/") for key in row)]
     except DataError as exc:  # a line that is not a JSON object, named by file:line
         raise PlotError(str(exc)) from None
     if not rows:

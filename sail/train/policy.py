@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from sail.models.embedded import PREFIX, embedded_model, embedded_names
 from sail.models.frozen_start import frozen_start_reference
@@ -42,7 +43,10 @@ def load_base_model(cfg: TrainConfig):
             path, dtype=_DTYPES[cfg.model.dtype], trust_remote_code=cfg.model.trust_remote_code, use_safetensors=True
         )
     except (OSError, ValueError) as exc:
-        raise TrainingError(f"model.name_or_path {path!r} could not be loaded: {exc}") from None
+        raise TrainingError(f"model.name_or_path {path!r} could not be loaded: {' '.join(str(exc).split())}") from None
+    except SafetensorError as exc:  # a truncated or corrupt weights file
+        files = ", ".join(str(f) for f in sorted(Path(path).glob("*.safetensors"))) or f"the weights of {path}"
+        raise TrainingError(f"model.name_or_path {path!r} could not be loaded: {files}: {' '.join(str(exc).split())}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
@@ -73,7 +77,10 @@ def _starting_adapter(model, cfg: TrainConfig):
     """A fresh LoRA adapter (B = 0, A seeded), or the PEFT LoRA adapter of ``model.init_adapter``,
     trainable, with its own rank, α and target modules."""
     if not cfg.model.init_adapter:
-        return attach_lora(model, cfg.model.lora, seed=cfg.run.seed)
+        try:
+            return attach_lora(model, cfg.model.lora, seed=cfg.run.seed)
+        except ValueError as exc:  # PEFT: a target module the model does not have
+            raise TrainingError(f"model.lora.target_modules: {' '.join(str(exc).split())}") from None
     from peft import PeftConfig, PeftModel
 
     path = Path(cfg.model.init_adapter)

@@ -19,8 +19,10 @@ Run directory: ``config.yaml`` (:mod:`sail.train.run_dir`), ``metrics.jsonl``, `
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import re
 import sys
 import time
 from collections.abc import Iterable
@@ -31,7 +33,7 @@ import torch
 from sail.io import write_json_atomically
 from sail.loop import MicroBatch, sail_step
 from sail.oracles import ScoreOracle, bradley_terry_labels, load_callable
-from sail.spectral.logging import SpectralLogger
+from sail.spectral.logging import SPECTRA_FILE, SpectralLogger, drop_rows_after
 from sail.train.callbacks import TrainerCallback, notify
 from sail.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_weights
 from sail.train.config import ROUTES, TrainConfig, check_complete
@@ -46,27 +48,36 @@ from sail.train.distributed import (
     shard_base_weights,
     sum_over_processes,
 )
-from sail.train.errors import TrainingError
+from sail.train.errors import RunFailure, TrainingError
 from sail.train.evaluation import Evaluation, evaluate
 from sail.train.metrics import CompletionsWriter, MetricsWriter, NullWriter, environment
 from sail.train.policy import load_policy
 from sail.train.prompts import apply_chat_template_kwargs, load_run_data
 from sail.train.rewards import build_scorer
-from sail.train.run_dir import write_run_config
+from sail.train.run_dir import check_new_run_dir, check_resumed_config, clear_run_dir, resolved_config, write_run_config
 
 KL_DRAWS = 1
 """The salt of the generator for the KL term's own draws (see :meth:`Trainer._micro_batch`)."""
 
-__all__ = ["Trainer", "TrainingError"]
+NUMERIC_FAILURE = re.compile(r"overflow|\binf\b|`inf`|\bnan\b|`nan`", re.IGNORECASE)
+"""What torch says when the values it computes with are no longer finite numbers."""
+LIKELY_CAUSE = "the training state is no longer finite; the learning rate is the likely cause (optimizer.lr={lr}): lower it"
+
+__all__ = ["RunFailure", "Trainer", "TrainingError"]
 
 
 class Trainer:
     def __init__(
-        self, cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = False, *, prompts=None, pairs=None, eval_prompts=None,
-        callbacks: Iterable[TrainerCallback] = (),
+        self, cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = False, *, overwrite: bool = False, prompts=None,
+        pairs=None, eval_prompts=None, callbacks: Iterable[TrainerCallback] = (),
     ):
         """``run_dir`` None: ``runs/<timestamp>``, named by the main process for all of them; it is
         made once everything loaded, so a run that fails to start leaves no directory behind.
+        ``resume``: continue the run in ``run_dir`` from its newest checkpoint that verifies, if the
+        config differs from the checkpoint's only in keys that may change on resume
+        (:func:`~sail.train.run_dir.check_resumed_config`). Otherwise ``run_dir`` must be absent or
+        empty, or ``overwrite`` replaces what it holds (:func:`~sail.train.run_dir.clear_run_dir`) once
+        everything loaded.
         ``callbacks``: objects with ``on_step(trainer, row)`` and/or ``on_evaluate(trainer, row)``
         (:mod:`sail.train.callbacks`).
         ``prompts``, ``pairs``, ``eval_prompts``: a ``datasets.Dataset`` (or a list of dicts) in place
@@ -79,6 +90,10 @@ class Trainer:
 
             run_dir = broadcast_object_list([f"runs/{time.strftime('%Y%m%d-%H%M%S')}"])[0]
         self.run_dir = Path(run_dir)
+        if resume and overwrite:
+            raise TrainingError("--overwrite starts a run afresh, --resume continues one: give one of them")
+        if not resume:  # before anything loads: refused in seconds, nothing touched
+            check_new_run_dir(self.run_dir, overwrite)
         self.process, self.processes = self.accelerator.process_index, self.accelerator.num_processes
         self.is_main = self.accelerator.is_main_process
         # the data is read and checked before any model loads
@@ -104,21 +119,24 @@ class Trainer:
             resume_step = self._restore()
         self.accelerator.wait_for_everyone()  # every process has read the checkpoint before any writes
         if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if resume:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            elif overwrite:
+                clear_run_dir(self.run_dir)
+            else:
+                check_new_run_dir(self.run_dir)  # again: another run may have started there meanwhile
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._write_config()  # first, so a directory that holds anything holds its config
+            drop_rows_after(self.run_dir / SPECTRA_FILE, resume_step)
         self.metrics = MetricsWriter(self.run_dir, cfg, resume_step) if self.is_main else NullWriter()
         self.completions = CompletionsWriter(self.run_dir, cfg.run.completions_per_eval, resume_step) if self.is_main else NullWriter()
         self.callbacks = list(callbacks)
         self.last_evaluation: Evaluation | None = None
         self.spectral_log = None
         if cfg.spectral.log_every and self.is_main and cfg.model.trainable == "lora":
-            path = self.run_dir / "spectra.jsonl"
-            if resume_step is None and path.exists():
-                path.unlink()
-            self.spectral_log = SpectralLogger(self.model, path, cfg.spectral.log_every, label=cfg.optimizer.name)
-        if self.is_main:
-            self._write_config()
-            if cfg.run.progress:
-                print(banner(self), file=sys.stderr)
+            self.spectral_log = SpectralLogger(self.model, self.run_dir / SPECTRA_FILE, cfg.spectral.log_every, label=cfg.optimizer.name)
+        if self.is_main and cfg.run.progress:
+            print(banner(self), file=sys.stderr)
 
     # --- persistence ---------------------------------------------------------------------
     def _named_trainable(self) -> dict[str, torch.Tensor]:
@@ -135,25 +153,34 @@ class Trainer:
     def save(self) -> None:
         """The main process writes ``checkpoint-<step>/`` (replicas are identical) and drops the oldest
         beyond ``run.save_total_limit``; the others wait for it."""
+        bad = next((name for name, p in self._named_trainable().items() if not torch.isfinite(p).all()), None)
+        if bad is not None:  # never checkpointed: the run stops here
+            raise RunFailure(f"step {self.state['step']}: parameter {bad} is not finite; {LIKELY_CAUSE.format(lr=self.cfg.optimizer.lr)}")
         if self.is_main:
-            save_checkpoint(
-                self.run_dir, self.model, self.optimizer.state_dict(), self.generator.get_state(), self.state,
-                keep=self.cfg.run.save_total_limit,
-            )
+            try:
+                save_checkpoint(
+                    self.run_dir, self.model, self.optimizer.state_dict(), self.generator.get_state(), self.state,
+                    keep=self.cfg.run.save_total_limit, config=resolved_config(self.cfg),
+                )
+            except OSError as exc:  # a write error carries no file name: say which checkpoint
+                exc.filename = exc.filename or str(self.run_dir / f"checkpoint-{self.state['step']}")
+                raise
         self.accelerator.wait_for_everyone()
 
     def _restore(self) -> int:
-        """Load the newest checkpoint that loads (an older one when the newest is damaged)."""
+        """Load the newest checkpoint that verifies and loads (an older one when the newest is
+        damaged), once its config matches the run's but in the keys that may change on resume."""
         try:
             restored = load_checkpoint(self.run_dir, self.model)
         except CheckpointError as exc:
             raise TrainingError(f"--resume: {exc}") from None
-        step = int(restored.state["step"])
-        if step > self.total_steps:
-            raise TrainingError(f"--resume: {restored.path.name} is at step {step}, past the run's {self.total_steps} steps (run.steps)")
         if self.is_main:
             for line in restored.skipped:
                 print(f"sail train: --resume: skipped a checkpoint: {line}", file=sys.stderr)
+        check_resumed_config(self.cfg, restored.config, restored.config_sha256, str(restored.path))
+        step = int(restored.state["step"])
+        if step > self.total_steps:
+            raise TrainingError(f"--resume: {restored.path.name} is at step {step}, past the run's {self.total_steps} steps (run.steps)")
         try:
             self.optimizer.load_state_dict(restored.optimizer_state)
         except (ValueError, KeyError) as exc:
@@ -285,7 +312,10 @@ class Trainer:
             row[f"skipped_nonfinite_{result.skipped}"] = True
             if self.state["nonfinite_streak"] >= cfg.run.max_nonfinite:
                 what = {"loss": "losses", "gradient": "gradients"}[result.skipped]
-                raise TrainingError(f"{self.state['nonfinite_streak']} non-finite {what} in a row at step {step}; stopping")
+                raise RunFailure(
+                    f"{self.state['nonfinite_streak']} non-finite {what} in a row at step {step}; stopping "
+                    f"(run.max_nonfinite={cfg.run.max_nonfinite}; {LIKELY_CAUSE.format(lr=cfg.optimizer.lr)})"
+                )
         else:
             totals = mean_over_processes(result.stats, self.accelerator, self.device)
             self.state["nonfinite_streak"] = 0
@@ -324,6 +354,19 @@ class Trainer:
         self.completions.write(step, self.last_evaluation.samples)
         notify(self.callbacks, "on_evaluate", self, row)
 
+    @contextlib.contextmanager
+    def _finite_or_fail(self, where: str):
+        """A numeric failure of a training state that is no longer finite (an update that overflows,
+        sampling from inf/nan probabilities) as a :class:`RunFailure` naming ``where`` and the likely
+        cause; any other error passes through."""
+        try:
+            yield
+        except (FloatingPointError, OverflowError, RuntimeError) as exc:
+            if type(exc) is RuntimeError and not NUMERIC_FAILURE.search(str(exc)):
+                raise
+            why = " ".join(str(exc).split())
+            raise RunFailure(f"{where}: {why}; {LIKELY_CAUSE.format(lr=self.cfg.optimizer.lr)}") from exc
+
     # --- the run -------------------------------------------------------------------------
     def run(self) -> dict:
         from tqdm.auto import tqdm
@@ -334,7 +377,8 @@ class Trainer:
             self._record_evaluation(0)
         bar = tqdm(total=self.total_steps, initial=self.state["step"], desc="sail train", disable=not (cfg.progress and self.is_main))
         while self.state["step"] < self.total_steps:
-            row = self.train_step()
+            with self._finite_or_fail(f"step {self.state['step']}"):
+                row = self.train_step()
             step = self.state["step"]
             if self.spectral_log is not None and step % self.spectral_log.every == 0:
                 self.spectral_log.log(step, row)
@@ -342,7 +386,8 @@ class Trainer:
             notify(self.callbacks, "on_step", self, row)
             bar.set_postfix(progress_figures(row, self.cfg.objective.kl_direction), refresh=False)
             if step % cfg.eval_every == 0 or step == self.total_steps:
-                self._record_evaluation(step)
+                with self._finite_or_fail(f"the evaluation at step {step}"):
+                    self._record_evaluation(step)
             if step % cfg.save_every == 0 or step == self.total_steps:
                 self.save()
             bar.update(1)
@@ -367,7 +412,7 @@ class Trainer:
             "processes": self.processes,
         }
         if not all(math.isfinite(v) for v in (summary["reward_start"], summary["reward_end"])):
-            raise TrainingError("evaluation produced non-finite rewards")
+            raise RunFailure(f"evaluation produced non-finite rewards; {LIKELY_CAUSE.format(lr=self.cfg.optimizer.lr)}")
         if self.is_main:
             write_json_atomically(self.run_dir / "summary.json", summary, indent=1)
         self.accelerator.wait_for_everyone()

@@ -9,6 +9,7 @@ import os
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Callable, Sequence
 
@@ -17,6 +18,7 @@ from sail.em.judges.rule import (
     COHERENCE_PROMPT,
     REFUSAL_MASS,
     JudgeError,
+    JudgeUnavailable,
     PromptedJudge,
     fill_prompt,
     paired,
@@ -28,6 +30,22 @@ log = logging.getLogger(__name__)
 
 TOP_LOGPROBS = 20
 _BODY_EXCERPT = 500  # characters of an error response body kept in an exception message
+_REDIRECTS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 5
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Hands every redirect back as an ``HTTPError``, so that :meth:`OpenAIJudge._post` decides."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+def origin(url: str) -> str:
+    """``scheme://host:port`` of ``url``, the port made explicit (80 for http, 443 for https)."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{port}"
 
 
 class OpenAIJudge(PromptedJudge):
@@ -51,6 +69,11 @@ class OpenAIJudge(PromptedJudge):
     ``backoff·2^attempt`` seconds (at most ``max_backoff``; a numeric ``Retry-After`` header is
     honoured up to the same cap). Other HTTP errors raise :class:`JudgeError` with the status and
     the first 500 characters of the body. ``concurrency > 1`` runs ``score_batch`` requests in threads.
+
+    The key never leaves the endpoint's origin (scheme, host and port): a redirect (301, 302, 303,
+    307, 308) to the same origin is followed, the same POST sent again to the new location (at most
+    :data:`MAX_REDIRECTS` per rating); a redirect to any other origin, https → http included, is
+    refused with a :class:`JudgeError` naming both origins, and nothing is sent there.
     """
 
     def __init__(
@@ -119,8 +142,8 @@ class OpenAIJudge(PromptedJudge):
 
     def _redact(self, text: str) -> str:
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        if key:
-            text = text.replace(key, "[REDACTED]")
+        if key:  # in any case: a host name that carries it comes back lower-cased
+            text = re.sub(re.escape(key), "[REDACTED]", text, flags=re.IGNORECASE)
         return text
 
     def _excerpt(self, raw: bytes | str) -> str:
@@ -137,17 +160,47 @@ class OpenAIJudge(PromptedJudge):
                 pass
         return min(delay, self.max_backoff)
 
+    def _redirect(self, url: str, exc: urllib.error.HTTPError, hops: int) -> str:
+        """The location a same-origin redirect ``exc`` of a POST to ``url`` points at; any other
+        redirect raises :class:`JudgeError` (the class docstring)."""
+        location = exc.headers.get("Location") if exc.headers is not None else None
+        exc.close()
+        target = urllib.parse.urljoin(url, location or "")
+        try:
+            source, destination = origin(url), origin(target)
+        except ValueError:  # a port that is not a number
+            source = destination = None
+        problem = None
+        if not location or destination is None:
+            problem = f"redirect to a missing or malformed Location {location!r}"
+        elif destination != source:
+            problem = (
+                f"redirect to another origin, {destination} (from {source}); refused, so that the API key "
+                f"is never sent there: set base_url to the endpoint itself"
+            )
+        elif hops >= MAX_REDIRECTS:
+            problem = f"more than {MAX_REDIRECTS} redirects"
+        if problem is not None:
+            raise JudgeError(self._redact(f"judge POST {url} -> HTTP {exc.code} {problem}")) from None
+        log.info("judge POST %s -> HTTP %d; following to %s", self._redact(url), exc.code, self._redact(target))
+        return target
+
     def _post(self, body: dict) -> dict:
         data = json.dumps(body).encode("utf-8")
-        url = self.url
-        for attempt in range(self.max_retries + 1):
+        url, hops, attempt = self.url, 0, 0
+        shown = url  # the URL as messages give it: a redirect's location may carry the key
+        while True:
             last = attempt == self.max_retries
             request = urllib.request.Request(url, data=data, method="POST", headers=self._headers())
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                with urllib.request.build_opener(_NoRedirects).open(request, timeout=self.timeout) as response:
                     raw = response.read()
             except urllib.error.HTTPError as exc:
                 status = exc.code
+                if status in _REDIRECTS:
+                    url, hops = self._redirect(url, exc, hops), hops + 1
+                    shown = self._redact(url)
+                    continue
                 try:
                     err_body = exc.read()
                 except Exception:  # noqa: BLE001 - the body is only for the message
@@ -156,27 +209,30 @@ class OpenAIJudge(PromptedJudge):
                 exc.close()
                 if (status == 429 or 500 <= status < 600) and not last:
                     delay = self._delay(attempt, retry_after)
-                    log.warning("judge POST %s -> HTTP %d; retry %d/%d in %.1fs", url, status, attempt + 1, self.max_retries, delay)
+                    log.warning("judge POST %s -> HTTP %d; retry %d/%d in %.1fs", shown, status, attempt + 1, self.max_retries, delay)
                     self._sleep(delay)
+                    attempt += 1
                     continue
                 tries = f" after {attempt + 1} attempts" if attempt else ""
-                raise JudgeError(f"judge POST {url} -> HTTP {status}{tries}: {self._excerpt(err_body)}") from None
+                refused = f" (the API key in ${self.api_key_env} was refused)" if status in (401, 403) and self.api_key_env else ""
+                error = JudgeUnavailable if status == 429 or status >= 500 else JudgeError
+                raise error(f"judge POST {shown} -> HTTP {status}{tries}{refused}: {self._excerpt(err_body)}") from None
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
                 reason = self._redact(str(getattr(exc, "reason", exc)))
                 if not last:
                     delay = self._delay(attempt, None)
-                    log.warning("judge POST %s failed (%s); retry %d/%d in %.1fs", url, reason, attempt + 1, self.max_retries, delay)
+                    log.warning("judge POST %s failed (%s); retry %d/%d in %.1fs", shown, reason, attempt + 1, self.max_retries, delay)
                     self._sleep(delay)
+                    attempt += 1
                     continue
-                raise JudgeError(f"judge POST {url} failed after {attempt + 1} attempts: {reason}") from None
+                raise JudgeUnavailable(f"judge POST {shown} failed after {attempt + 1} attempts: {reason}") from None
             try:
                 payload = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):
-                raise JudgeError(f"judge POST {url}: response is not JSON: {self._excerpt(raw)}") from None
+                raise JudgeError(f"judge POST {shown}: response is not JSON: {self._excerpt(raw)}") from None
             if not isinstance(payload, dict):
-                raise JudgeError(f"judge POST {url}: expected a JSON object, got: {self._excerpt(raw)}")
+                raise JudgeError(f"judge POST {shown}: expected a JSON object, got: {self._excerpt(raw)}")
             return payload
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _parse(self, payload: dict) -> list[tuple[str, float]]:
         try:

@@ -86,6 +86,11 @@ class JudgeError(RuntimeError):
     """A judge request failed (HTTP error, unreachable endpoint, malformed response)."""
 
 
+class JudgeUnavailable(JudgeError):
+    """A judge request failed for a reason that is not the judge's settings: the endpoint could not
+    be reached, or kept answering 429 or 5xx, after every retry."""
+
+
 # --- the scoring rule ------------------------------------------------------------------------
 
 

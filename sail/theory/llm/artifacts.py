@@ -12,13 +12,13 @@ For ``lora_nonzero_init`` the reference is the base network with ``adapter_ref``
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from sail.io import write_json_atomically
 from sail.theory.llm.parametrisation import DTYPE, Parametrisation
 
 
@@ -49,5 +49,5 @@ def save_run(param: Parametrisation, points: dict[str, np.ndarray], directory: P
     written = [directory / "model"]
     written += [save_point(param, theta, directory, name) for name, theta in points.items()]
     path = directory / "instance.json"
-    path.write_text(json.dumps(param.instance.to_json(), indent=1, allow_nan=False))
+    write_json_atomically(path, param.instance.to_json(), indent=1, end="")
     return written + [path]

@@ -8,12 +8,12 @@ so that a bad value exits with code 2 and one line naming the flag
 
 from __future__ import annotations
 
-import json
 import sys
 import typing
 from pathlib import Path
 
-from sail.config import ConfigError, build
+from sail.config import ConfigError, build, parse_overrides
+from sail.io import dumps_strict
 from sail.theory.instance import KLDirection
 from sail.theory.llm.config import PARAMETRISATIONS, CheckConfig, LLMInstanceConfig
 
@@ -31,7 +31,7 @@ def flag_error(exc: ConfigError) -> str:
     return f"{flag(exc.key)}: {exc.problem}"
 
 
-def _directory(text: str | None, key: str) -> Path | None:
+def output_directory(text: str | None, key: str) -> Path | None:
     """An output folder, created now, so that a bad path fails before the run and not after it."""
     if text is None:
         return None
@@ -46,7 +46,8 @@ def _directory(text: str | None, key: str) -> Path | None:
 
 
 def _given(args, keys) -> dict:
-    return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    """The flags given among ``keys``, their text read as YAML scalars (as ``--set`` values are)."""
+    return parse_overrides([f"{k}={getattr(args, k)}" for k in keys if getattr(args, k) is not None])
 
 
 def parse_flags(args) -> tuple[LLMInstanceConfig, CheckConfig, Path | None, Path | None]:
@@ -54,14 +55,7 @@ def parse_flags(args) -> tuple[LLMInstanceConfig, CheckConfig, Path | None, Path
     raises :class:`ConfigError` naming its key."""
     instance = build(LLMInstanceConfig, _given(args, INSTANCE_FLAGS))
     check = build(CheckConfig, _given(args, CHECK_FLAGS))
-    return instance, check, _directory(args.save, "save"), _directory(args.plot, "plot")
-
-
-def strict_json(obj):
-    """A JSON-ready copy: numpy scalars and arrays to Python, NaN and ±∞ to null."""
-    from sail.theory.report import jsonable
-
-    return jsonable(obj, non_finite=lambda x: None)
+    return instance, check, output_directory(args.save, "save"), output_directory(args.plot, "plot")
 
 
 def _fmt_table(report: dict) -> str:
@@ -132,7 +126,7 @@ def cmd_check_llm(args) -> int:
         for path in (plot_curvature(report, plot / "curvature.png"), plot_rate(report, plot / "rate.png")):
             text.append(f"wrote {path}")
     if args.json:
-        print(json.dumps(strict_json(report), indent=2, allow_nan=False))
+        print(dumps_strict(report, indent=2))
     else:
         print("\n".join(text))
     return 0
@@ -153,7 +147,7 @@ def add_llm_parser(checks) -> None:
     c.add_argument("--ascent-iterations", metavar="N", help=f"accelerated ascent iterations per start (default {check.ascent_iterations})")
     c.add_argument("--rate-steps", metavar="N", help=f"steps of projected ascent for the rate (default {check.rate_steps})")
     c.add_argument("--loop-steps", metavar="N", help=f"training-loop steps for the stochastic PL path (0: skip; default {check.loop_steps})")
-    c.add_argument("--json", action="store_true", help="print only strict JSON (null for non-finite numbers)")
+    c.add_argument("--json", action="store_true", help="print only strict JSON (null and a flag for non-finite numbers)")
     c.add_argument("--save", metavar="DIR", help="write model/, adapters or head deltas, and instance.json into DIR")
     c.add_argument("--plot", metavar="DIR", help="write curvature.png and rate.png into DIR")
     c.set_defaults(func=cmd_check_llm)

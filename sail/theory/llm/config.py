@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sail.theory.instance import KLDirection, require
+from sail.theory.instance import KLDirection, require, require_moderate
 
 ParametrisationName = Literal["lora", "lora_nonzero_init", "head"]
 PARAMETRISATIONS: tuple[str, ...] = typing.get_args(ParametrisationName)
@@ -91,6 +91,7 @@ class LLMInstanceConfig:
         require(self, "gamma", lambda v: v >= 0, "a finite number >= 0")
         require(self, "radius", lambda v: v > 0, "a finite number > 0")
         require(self, "beta", lambda v: v > 0, "a finite number > 0")
+        require_moderate(self, "gamma", "radius", "beta")
         _counts_at_least(self, 0, "seed")
         _counts_at_least(self, 1, "n_prompts", "prompt_length", "max_new_tokens")
 
