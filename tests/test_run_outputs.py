@@ -4,7 +4,6 @@ a bad model name that fails in seconds without leaving a run directory."""
 
 import json
 import sys
-import time
 import types
 
 import numpy as np
@@ -210,11 +209,22 @@ def test_a_mistyped_model_name_fails_fast_and_leaves_no_run_directory(prompt_fil
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    from huggingface_hub import HfApi
+
+    from sail.train import model_source
+
+    probes = []  # "fast": one short probe of the hub at most (none offline), instead of the client's retries
+    real_model_info = HfApi.model_info
+
+    def counted_model_info(self, repo_id, *args, **kwargs):
+        probes.append((repo_id, kwargs.get("timeout")))
+        return real_model_info(self, repo_id, *args, **kwargs)
+
+    monkeypatch.setattr(HfApi, "model_info", counted_model_info)
     run = tmp_path / "run"
     overrides = ["model.name_or_path=polcy", "oracle.path=sail.tasks.default:reward", f"data.prompts={prompt_files / 'train.jsonl'}"]
-    started = time.perf_counter()
     assert main(["train", *_sets(overrides), "--output-dir", str(run)]) == 2
-    assert time.perf_counter() - started < 10
+    assert probes == ([] if hub == "offline" else [("polcy", model_source.PROBE_TIMEOUT_S)])
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]  # (after the data loader's summary line)
     assert last.startswith("sail train: error: model.name_or_path: no such directory 'polcy'") and err.count("error") == 1, err

@@ -339,11 +339,11 @@ def analyse_gamma(runs: list[dict]) -> dict:
 def run_realign_study(cfg: RealignStudyConfig, out_dir: str | Path, progress: bool = True) -> dict:
     """Run (or continue) the study into ``out_dir``; returns the results dict."""
     from tqdm.auto import tqdm
-    from transformers.utils import logging as hf_logging
 
     from sail.em.realign_plots import plot_all
+    from sail.train.console import quiet_third_party
 
-    hf_logging.disable_progress_bar()
+    quiet_third_party()  # one "Loading weights" bar per run would bury the study's own
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"

@@ -202,10 +202,9 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, progress: bool = True) -> d
     from tqdm.auto import tqdm
 
     from sail.em.study_plots import plot_all
+    from sail.train.console import quiet_third_party
 
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # one "Loading weights" bar per run would bury the study's own
+    quiet_third_party()  # one "Loading weights" bar per run would bury the study's own
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"

@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from sail.em.analysis import loss_alignment_r2, spearman  # noqa: E402
+from sail.plotting import save_figure  # noqa: E402
 
 OPTIMIZER_COLOURS = {"adamw": "tab:blue", "lion": "tab:orange", "muon": "tab:green", "sgd": "tab:red"}
 
@@ -52,9 +53,10 @@ def _write(fig: Figure, path) -> Figure:
 
 
 def _save(fig: Figure, path) -> Figure:
-    """:func:`_write` after ``tight_layout``."""
-    fig.tight_layout()
-    return _write(fig, path)
+    """:func:`sail.plotting.save_figure` (``tight_layout``, then the PNG), then close ``fig``; returns it."""
+    save_figure(fig, path)
+    plt.close(fig)
+    return fig
 
 
 def _fmt(value) -> str:

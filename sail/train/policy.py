@@ -20,7 +20,6 @@ from sail.train.config import TrainConfig
 from sail.train.errors import TrainingError
 from sail.train.model_source import locate_model
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -40,7 +39,7 @@ def load_base_model(cfg: TrainConfig):
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=_DTYPES[cfg.model.dtype], trust_remote_code=cfg.model.trust_remote_code, use_safetensors=True
+            path, dtype=getattr(torch, cfg.model.dtype), trust_remote_code=cfg.model.trust_remote_code, use_safetensors=True
         )
     except (OSError, ValueError) as exc:
         raise TrainingError(f"model.name_or_path {path!r} could not be loaded: {' '.join(str(exc).split())}") from None
