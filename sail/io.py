@@ -20,7 +20,7 @@ from pathlib import Path
 
 __all__ = [
     "NON_FINITE_SUFFIX", "dumps_strict", "loads_strict", "restore_non_finite", "strict_json", "write_json_atomically",
-    "write_text_atomically",
+    "write_bytes_atomically", "write_text_atomically",
 ]
 
 
@@ -36,11 +36,16 @@ def _fresh_file(directory: Path, name: str) -> tuple[int, Path]:
 
 def write_text_atomically(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
     """Replace ``path``'s content with ``text`` atomically (module docstring); returns the path."""
+    return write_bytes_atomically(path, text.encode(encoding))
+
+
+def write_bytes_atomically(path: str | os.PathLike, data: bytes) -> Path:
+    """Replace ``path``'s content with ``data`` atomically (module docstring); returns the path."""
     path = Path(path)
     fd, tmp = _fresh_file(path.parent, path.name)
     try:
-        with os.fdopen(fd, "w", encoding=encoding) as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -38,7 +38,7 @@ def _runs(offsets, n=6, noise=0.0, seed=0):
             loss = math.exp(rng.uniform(-2, 0))
             runs.append({"optimizer": g, "final_train_loss": loss, "alignment": offset - 10 * math.log(loss) + noise * rng.normal(),
                          "misalignment_rate": max(0.0, (100 - offset) / 100), "misalignment_rate_all": 0.0, "flatness": offset / 100,
-                         "spectral_coef": 0.0 if i % 2 else 0.1})
+                         "spectral_coef": 0.0 if i % 2 else 0.1, "lr": 10.0 ** -(1 + i // 2), "seed": 0, "coherence": 90.0})
     return runs
 
 
@@ -80,11 +80,12 @@ def test_analysis_and_plots(tmp_path):
     assert {"r2_pooled", "r2_stratified", "spread", "flatness_vs_misalignment_spearman", "misalignment_by_spectral_coef"} <= set(out)
     assert out["flatness_vs_misalignment_spearman"] == pytest.approx(-1.0)
     figures = plot_all(runs, tmp_path)
-    assert [p.name for p in figures] == ["loss_vs_alignment.png", "trajectories.png", "misalignment_by_optimizer.png", "flatness_vs_misalignment.png"]
+    assert [p.name for p in figures] == ["loss_vs_alignment.png", "trajectories.png", "misalignment_by_optimizer.png", "flatness_vs_misalignment.png",
+                                         "misalignment_at_matched_loss.png"]
     for path, fig in figures.items():  # each PNG decodes to the figure's size at 120 dpi
         width, height = fig.get_size_inches() * 120
         assert imread(path).shape[:2] == (round(height), round(width))
-    loss_ax, trajectory_ax, bar_ax, flat_ax = (fig.axes[0] for fig in figures.values())
+    loss_ax, trajectory_ax, bar_ax, flat_ax, _ = (fig.axes[0] for fig in figures.values())
 
     # one point per run at (log final loss, alignment)
     drawn = sorted(tuple(c.get_offsets()[0]) for c in loss_ax.collections)
@@ -101,3 +102,41 @@ def test_analysis_and_plots(tmp_path):
     # one scatter per optimiser at (flatness, misalignment rate)
     for collection, g in zip(flat_ax.collections, names):
         np.testing.assert_allclose(collection.get_offsets(), [(r["flatness"], r["misalignment_rate"]) for r in runs if r["optimizer"] == g])
+
+
+def test_matched_loss_plot_draws_runs_curves_and_bands(tmp_path):
+    """Per spectral coefficient and definition: each optimiser's runs (hollow when below the
+    coherence floor), the curve through its cells (geometric-mean loss, pooled rate) and a band."""
+    from matplotlib.collections import PathCollection, PolyCollection
+
+    from sail.em.study_plots import plot_matched_loss
+
+    rng = np.random.default_rng(0)
+    runs = []
+    for g, shift in (("adamw", 0.0), ("muon", 0.08)):
+        for i, x in enumerate((-1.0, -0.7, -0.4)):
+            for seed in (0, 1):
+                loss = math.exp(x + rng.normal(0, 0.02))
+                k = rng.binomial(40, 0.1 + shift - 0.1 * x, size=8).tolist()
+                block = {"id": [f"q{j}" for j in range(8)], "n": [40] * 8, "k_a": k, "n_a": [40] * 8, "k_b": k, "n_b": [40] * 8, "coherence": [90.0] * 8}
+                runs.append({"optimizer": g, "lr": 10.0 ** -(i + 2), "spectral_coef": 0.0, "seed": seed, "final_train_loss": loss, "coherence": 90.0,
+                             "misalignment_rate": sum(k) / 320, "misalignment_rate_all": sum(k) / 320, "per_question": block})
+    runs[-1] = dict(runs[-1], coherence=35.0)  # muon's last run collapsed
+    fig = plot_matched_loss(runs, tmp_path / "matched.png", resamples=200)
+    assert imread(tmp_path / "matched.png").ndim == 3
+    ax_a, ax_b = fig.axes
+    for ax in (ax_a, ax_b):
+        points = [c for c in ax.collections if isinstance(c, PathCollection)]
+        drawn = sorted(tuple(xy) for c in points for xy in c.get_offsets())
+        np.testing.assert_allclose(drawn, sorted((r["final_train_loss"], r["misalignment_rate"]) for r in runs))
+        hollow = [c for c in points if c.get_facecolors().size == 0 or c.get_facecolors()[0, 3] == 0]
+        assert len(hollow) == 1 and np.allclose(hollow[0].get_offsets(), [(runs[-1]["final_train_loss"], runs[-1]["misalignment_rate"])])
+        assert len([c for c in ax.collections if isinstance(c, PolyCollection)]) == 2  # one band per optimiser
+        for line, g in zip(ax.lines, ("adamw", "muon")):
+            cells = {}
+            for r in runs:
+                if r["optimizer"] == g and r["coherence"] >= 50:
+                    cells.setdefault(r["lr"], []).append(r)
+            expected = sorted((math.exp(np.mean([math.log(r["final_train_loss"]) for r in c])),
+                               sum(sum(r["per_question"]["k_a"]) for r in c) / (320 * len(c))) for c in cells.values())
+            np.testing.assert_allclose(line.get_xydata(), expected)

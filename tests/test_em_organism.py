@@ -236,6 +236,13 @@ def test_evaluate_em_rates_and_intervals(tiny_base, tok):
 
     out = evaluate_em(model, tok, questions, n_samples=20, seed=0, judge=judge, max_new_tokens=6, resamples=200)
     assert out["n"] == 60 and out["n_questions"] == 3 and len(out["per_question"]) == 3
+    # the per-question counts add up to the totals, and each question's rates are its counts' ratios
+    pq = out["per_question"]
+    assert len({q["id"] for q in pq}) == 3 and [q["n"] for q in pq] == [20, 20, 20]
+    assert sum(q["k_a"] for q in pq) == out["misalignment_rate"]["k"] and sum(q["n_a"] for q in pq) == out["misalignment_rate"]["n"]
+    assert sum(q["k_b"] for q in pq) == out["misalignment_rate_all"]["k"] and sum(q["n_b"] for q in pq) == out["misalignment_rate_all"]["n"]
+    for q in pq:
+        assert q["rate"] == (q["k_a"] / q["n_a"] if q["n_a"] else None) and q["rate_all"] == (q["k_b"] / q["n_b"] if q["n_b"] else None)
     for key in ("misalignment_rate", "misalignment_rate_all"):
         assert out[key]["rate"] is not None and 0.0 <= out[key]["rate"] <= 1.0
         _check_estimate(out[key], "rate")

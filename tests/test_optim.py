@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sail.models.lora import LORA_TARGETS_ALL_LINEAR
 from sail.optim import Lion, Muon, OptimizerConfig, adjusted_lr, make_optimizer, orthogonalize, route_parameters
 from sail.optim.newton_schulz import NS_COEFFICIENTS, gram_core, left_factor, newton_schulz_direct
-from sail.spectral import LoraFactor, penalty
+from sail.spectral import PENALTY_KINDS, LoraFactor, penalty
 
 PROJECTIONS = list(LORA_TARGETS_ALL_LINEAR)
 
@@ -228,6 +228,54 @@ def test_lion_matches_its_formula(lr, beta1, beta2, wd, foreach, seed):
         assert torch.allclose(p.detach(), t, rtol=1e-12, atol=1e-12)
 
 
+# --- Adam (coupled L2) -------------------------------------------------------------------------
+def _adam_reference_step(theta, grad, lr, wd, betas=(0.9, 0.999), eps=1e-8):
+    """One step of Adam from zero moments, written out, with the coupled L2 term g + λθ."""
+    g = grad + wd * theta
+    m = (1 - betas[0]) * g
+    v = (1 - betas[1]) * g * g
+    m_hat, v_hat = m / (1 - betas[0]), v / (1 - betas[1])
+    return theta - lr * m_hat / (v_hat.sqrt() + eps)
+
+
+@pytest.mark.parametrize("wd", [0.0, 1e-2, 0.3])
+def test_adam_is_torch_adam_on_the_gradient_plus_coupled_l2(wd):
+    """One step of ``adam`` = torch.optim.Adam without decay fed g + λθ by hand = the written-out step;
+    for λ > 0 it differs from AdamW's step at the same λ (coupled vs decoupled)."""
+    gen = torch.Generator().manual_seed(3)
+    theta = torch.randn(6, 5, dtype=torch.float64, generator=gen) * 3
+    grad = torch.randn(6, 5, dtype=torch.float64, generator=gen) * 1e-2  # small, so λθ matters
+    ours, by_hand, decoupled = (torch.nn.Parameter(theta.clone()) for _ in range(3))
+    opt = make_optimizer("adam", [ours], lr=0.1, weight_decay=wd)
+    ref = torch.optim.Adam([by_hand], lr=0.1, weight_decay=0.0)
+    adamw = make_optimizer("adamw", [decoupled], lr=0.1, weight_decay=wd)
+    ours.grad, decoupled.grad = grad.clone(), grad.clone()
+    by_hand.grad = grad + wd * theta
+    for o in (opt, ref, adamw):
+        o.step()
+    assert torch.allclose(ours.detach(), by_hand.detach(), rtol=1e-14, atol=1e-14)
+    assert torch.allclose(ours.detach(), _adam_reference_step(theta, grad, 0.1, wd), rtol=1e-12, atol=1e-12)
+    gap = (ours - decoupled).abs().max().item()
+    assert (gap > 1e-3) if wd > 0 else (gap < 1e-14)
+
+
+def test_adam_defaults_and_options():
+    p = torch.nn.Parameter(torch.zeros(2, 2))
+    adam, adamw = make_optimizer("adam", [p]), make_optimizer("adamw", [p])
+    assert isinstance(adam, torch.optim.Adam) and not adam.defaults["decoupled_weight_decay"]
+    for key in ("lr", "weight_decay", "betas", "eps"):
+        assert adam.defaults[key] == adamw.defaults[key], key
+    assert adam.defaults["weight_decay"] == 1e-2 and adam.defaults["lr"] == 1e-3
+    assert make_optimizer("adam", [p], weight_decay=0.0, amsgrad=True).defaults["amsgrad"]
+    with pytest.raises(TypeError):
+        make_optimizer("adam", [p], decoupled_weight_decay=True)
+    assert OptimizerConfig("adam", weight_decay=0.05).build([p]).defaults["weight_decay"] == 0.05
+    from sail.config import FieldError
+
+    with pytest.raises(FieldError, match="decoupled_weight_decay"):
+        OptimizerConfig("adam", options={"decoupled_weight_decay": True})
+
+
 # --- routing and the factory --------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def peft_model():
@@ -265,12 +313,12 @@ def test_plain_routing_and_errors():
     with pytest.raises(ValueError):
         route_parameters(named, muon_on="B")
     with pytest.raises(ValueError):
-        make_optimizer("adam", named)
+        make_optimizer("adagrad", named)
     with pytest.raises(TypeError):
         make_optimizer("adamw", named, muon_on="B")
 
 
-@pytest.mark.parametrize("name", ["adamw", "sgd", "lion", "muon"])
+@pytest.mark.parametrize("name", ["adamw", "adam", "sgd", "lion", "muon"])
 def test_every_trainable_parameter_changes(peft_model, name):
     model = peft_model
     state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -403,10 +451,13 @@ def test_bench_optim_smoke():
     args = build_parser().parse_args(["bench", "optim", "--json", "--layers", "1"])
     assert args.json and args.layers == 1 and args.model == "0.6b"
     out = run("tiny", layers=1, repeats=1, rank=8)
-    for name in ("muon", "torch_muon", "penalty", "spectra", "qr_spectra"):  # each ratio is of the two recorded timings
+    penalties = [f"penalty_{kind}" for kind in PENALTY_KINDS]
+    assert penalties == ["penalty_pr", "penalty_renyi", "penalty_entropy", "penalty_fro_nuclear"]
+    for name in ("muon", "torch_muon", *penalties, "spectra", "qr_spectra"):  # each ratio is of the two recorded timings
         assert out[f"{name}_over_adamw"] == pytest.approx(out[f"{name}_ms"] / out["adamw_ms"], rel=1e-12)
     assert out["svd_over_adamw"] == pytest.approx(out["svd_ms_extrapolated"] / out["adamw_ms"], rel=1e-12)
     assert out["muon_speedup_vs_torch_muon"] == pytest.approx(out["torch_muon_ms"] / out["muon_ms"], rel=1e-12)
     # the tiny shape (width 64, MLP 128, 4 heads and 2 key-value heads of 16): r·(d_in + d_out) per projection
     d_in_out = {"q": 64 + 64, "k": 64 + 32, "v": 64 + 32, "o": 64 + 64, "gate": 64 + 128, "up": 64 + 128, "down": 128 + 64}
     assert out["factors"] == 2 * 7 and out["lora_params"] == 8 * sum(d_in_out.values())
+    assert out["threads"] == torch.get_num_threads()

@@ -122,7 +122,7 @@ def test_overrides_keep_other_defaults_of_a_section(tmp_path):
         ("run.mixed_precision=fp8", "run.mixed_precision"),
         ("spectral.penalty_kind=nuclear", "spectral.penalty_kind"),
         ("objective.kl_direction=forward", "objective.kl_direction"),
-        ("optimizer.name=adam", "optimizer.name"),
+        ("optimizer.name=adagrad", "optimizer.name"),
         ("model.trust_remote_code=maybe", "model.trust_remote_code"),
         ("data.limit=-1", "data.limit"),
         ("data.max_prompt_length=-5", "data.max_prompt_length"),

@@ -14,6 +14,16 @@ from __future__ import annotations
 
 import sympy as sp
 from mpmath import iv
+from mpmath.libmp import to_float
+
+__all__ = [
+    "UncertifiableError",
+    "certified_nonzero",
+    "certified_sign",
+    "enclosure",
+    "is_psd_2x2",
+    "manifestly_nonnegative",
+]
 
 _PRECISIONS = (60, 120, 300, 1000)
 
@@ -61,11 +71,16 @@ def _interval(expr: sp.Expr):
 
 
 def enclosure(expr) -> tuple[float, float]:
-    """A rigorous interval [lo, hi] containing the constant ``expr`` (53-bit endpoints)."""
+    """A rigorous interval [lo, hi] containing the constant ``expr``: the 60-bit interval
+    enclosure, its endpoints rounded outwards to doubles (lo down, hi up)."""
     expr = sp.sympify(expr)
-    iv.prec = _PRECISIONS[0]
-    value = _interval(expr)
-    return float(value.a), float(value.b)
+    old = iv.prec
+    try:
+        iv.prec = _PRECISIONS[0]
+        lo, hi = _interval(expr)._mpi_
+    finally:
+        iv.prec = old
+    return to_float(lo, rnd="f"), to_float(hi, rnd="c")
 
 
 def certified_sign(expr) -> int:
@@ -94,6 +109,7 @@ def certified_sign(expr) -> int:
 
 
 def certified_nonzero(expr) -> bool:
+    """``certified_sign(expr) != 0``: True is a proof that ``expr`` ≠ 0, False proves nothing."""
     return certified_sign(expr) != 0
 
 

@@ -15,6 +15,8 @@ import sympy as sp
 from proofs.tools.exact import certified_sign
 from proofs.tools.lemma import Verdict
 
+__all__ = ["canonical", "check_zero", "dot", "sigmoid", "symbol_vector"]
+
 
 def symbol_vector(name: str, n: int) -> sp.Matrix:
     """The column vector (name1, …, name_n) of real symbols."""
@@ -32,6 +34,8 @@ def sigmoid(z):
 
 
 def canonical(expr, substitution: dict | None = None) -> sp.Expr:
+    """``sympy.cancel`` of ``expr`` after ``substitution``: a p/q form in which exponentials and
+    logarithms that remain are independent atoms, so 0 means identically 0."""
     expr = sp.sympify(expr)
     if substitution:
         expr = expr.subs(substitution)

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+__all__ = ["Lemma", "Verdict", "all_of"]
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -41,6 +43,9 @@ def all_of(verdicts: Iterable[Verdict], summary: str | None = None) -> Verdict:
 
 @dataclass(frozen=True)
 class Lemma:
+    """One lemma: ``name`` (what ``sail proofs --only`` selects, no blanks), a one-line
+    ``statement`` and its three checks (see the module docstring)."""
+
     name: str
     statement: str
     prove: Callable[[], Verdict]

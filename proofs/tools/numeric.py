@@ -17,6 +17,16 @@ from sail.objectives import implicit_reward_diff, pair_term_derivatives
 from sail.policies.loglinear import DTYPE, LogLinearPolicy
 from sail.theory.instance import Instance, random_instance
 
+__all__ = [
+    "ContextQuantities",
+    "World",
+    "context_quantities",
+    "lambdify",
+    "max_abs_diff",
+    "random_world",
+    "scaled_diff",
+]
+
 
 @dataclass
 class World:
@@ -27,6 +37,8 @@ class World:
     theta: np.ndarray
 
     def population(self, direction: str | None = None, gamma: float | None = None, theta=None, order: int = 2):
+        """``LogLinearPolicy.population`` at θ (default: this world's) with the instance's γ and
+        KL direction unless given: the library's J_γ, its gradient and, for ``order=2``, Hessian."""
         i = self.instance
         return self.policy.population(
             i.reward,
@@ -80,6 +92,7 @@ def lambdify(args, expr):
 
 
 def max_abs_diff(a, b) -> float:
+    """max |a − b| over all entries (0 for empty arrays)."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     return float(np.max(np.abs(a - b))) if a.size else 0.0

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from proofs.tools.softmax import SoftmaxAlgebra, kron
 
+__all__ = ["kl", "kl_gradient", "kl_hessian", "pair_gradient", "pair_hessian", "sail", "sail_revkl", "score_sum"]
+
 
 def sail(S: SoftmaxAlgebra):
     return S.expectation_pairs(lambda i, j: S.ell[0][i, j])

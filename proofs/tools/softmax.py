@@ -38,6 +38,8 @@ from sympy.polys.rings import ring
 from proofs.tools.exact import certified_sign
 from proofs.tools.lemma import Verdict, all_of
 
+__all__ = ["SoftmaxAlgebra", "SoftmaxBlocks", "SympyView", "kron", "lambdify_logits"]
+
 
 def kron(a: int, b: int) -> int:
     """Kronecker δ_ab."""

@@ -9,7 +9,11 @@ downloaded or built, only the factor tensors with the right shapes. Measured in 
 * ``adamw``: ``torch.optim.AdamW`` step with its defaults — the baseline of every ratio;
 * ``muon``: :class:`sail.optim.Muon` step (batched, Gram-space Newton–Schulz);
 * ``torch_muon``: ``torch.optim.Muon`` step (one factor at a time, bf16 iteration);
-* ``penalty``: :func:`sail.spectral.penalty` value + backward over all modules;
+* ``penalty_<kind>``: :func:`sail.spectral.penalty` value + backward over all modules, for every
+  kind of :data:`sail.spectral.PENALTY_KINDS`, from freshly cleared gradients (the gradient
+  tensors are allocated inside the timing, as after ``zero_grad()`` in training). These and the
+  AdamW step are timed in interleaved rounds (AdamW, then each kind, ``--repeats`` times), so
+  that a change of load on a shared machine hits the baseline and the penalty alike;
 * ``spectra``: :func:`sail.spectral.lora_spectra` (exact, float64 Gram cores);
 * ``qr_spectra``: looped QR reference: svdvals(R_B R_Aᵀ) from QR of B and Aᵀ, per module;
 * ``svd``: ``torch.linalg.svdvals(s·B@A)`` per module, timed on ``--svd-layers`` layers and
@@ -26,7 +30,7 @@ import time
 import torch
 
 from sail.optim import make_optimizer
-from sail.spectral import LoraFactor, lora_spectra, penalty
+from sail.spectral import PENALTY_KINDS, LoraFactor, lora_spectra, penalty
 from sail.bench.commands import print_result
 from sail.theory.report import table
 
@@ -91,22 +95,29 @@ def _set_grads(params, seed: int = 1):
         p.grad = torch.randn(p.shape, generator=gen).to(p.device)
 
 
-def _timer(device):
+def _best_ms(fns: dict, repeats: int, device, warmup: int = 1) -> dict:
+    """{name: best milliseconds} over ``repeats`` rounds after ``warmup`` untimed ones; each round runs
+    every fn once, in order (interleaved, so a change of load hits every fn alike)."""
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-
-    def timed(fn, repeats: int, warmup: int = 1) -> float:
-        for _ in range(warmup):
-            fn()
-        sync()
-        best = math.inf
-        for _ in range(repeats):
+    best = {name: math.inf for name in fns}
+    for round_ in range(warmup + repeats):
+        for name, fn in fns.items():
+            sync()
             start = time.perf_counter()
             fn()
             sync()
-            best = min(best, time.perf_counter() - start)
-        return best * 1e3
+            if round_ >= warmup:
+                best[name] = min(best[name], (time.perf_counter() - start) * 1e3)
+    return best
 
-    return timed
+
+def _penalty_step(factors, params, kind):
+    def step():
+        for p in params:
+            p.grad = None
+        penalty(factors, kind).backward()
+
+    return step
 
 
 def _qr_spectra(factors):
@@ -129,22 +140,21 @@ def run(
     factors = lora_factor_set(cfg, rank, layers=layers, device=device, seed=seed)
     named = _named_params(factors)
     params = [p for _, p in named]
-    timed = _timer(device)
     _set_grads(params, seed + 1)
 
+    def timed(fn, repeats: int, warmup: int = 1) -> float:
+        return _best_ms({"fn": fn}, repeats, device, warmup)["fn"]
+
     adamw = torch.optim.AdamW(params)
-    t_adamw = timed(adamw.step, repeats)
+    steps = {"adamw": adamw.step, **{kind: _penalty_step(factors, params, kind) for kind in PENALTY_KINDS}}
+    best = _best_ms(steps, repeats, device)  # each penalty step leaves every .grad set for AdamW's next step
+    t_adamw = best["adamw"]
+    t_penalty = {kind: best[kind] for kind in PENALTY_KINDS}
     muon = make_optimizer("muon", named, precision=precision)
     t_muon = timed(muon.step, repeats)
     torch_muon = torch.optim.Muon(params)
     t_torch_muon = timed(torch_muon.step, torch_muon_repeats, warmup=0)
 
-    def penalty_step():
-        for p in params:
-            p.grad = None
-        penalty(factors).backward()
-
-    t_penalty = timed(penalty_step, repeats)
     t_spectra = timed(lambda: lora_spectra(factors), repeats)
     t_qr = timed(lambda: _qr_spectra(factors), max(1, repeats // 2))
     per_layer = len(projection_shapes(cfg))
@@ -154,7 +164,7 @@ def run(
         "adamw_ms": t_adamw,
         "muon_ms": t_muon,
         "torch_muon_ms": t_torch_muon,
-        "penalty_ms": t_penalty,
+        **{f"penalty_{kind}_ms": t for kind, t in t_penalty.items()},
         "spectra_ms": t_spectra,
         "qr_spectra_ms": t_qr,
         "svd_ms_extrapolated": t_svd,
@@ -169,7 +179,7 @@ def run(
         "muon_over_adamw": t_muon / t_adamw,
         "torch_muon_over_adamw": t_torch_muon / t_adamw,
         "muon_speedup_vs_torch_muon": t_torch_muon / t_muon,
-        "penalty_over_adamw": t_penalty / t_adamw,
+        **{f"penalty_{kind}_over_adamw": t / t_adamw for kind, t in t_penalty.items()},
         "spectra_over_adamw": t_spectra / t_adamw,
         "qr_spectra_over_adamw": t_qr / t_adamw,
         "svd_over_adamw": t_svd / t_adamw,
@@ -196,7 +206,10 @@ def _text(out: dict) -> str:
         ("AdamW step (torch)", out["adamw_ms"], 1.0),
         ("Muon step (sail, batched Gram-space)", out["muon_ms"], out["muon_over_adamw"]),
         ("Muon step (torch.optim.Muon)", out["torch_muon_ms"], out["torch_muon_over_adamw"]),
-        ("spectral penalty, value + gradient", out["penalty_ms"], out["penalty_over_adamw"]),
+        *[
+            (f"spectral penalty {kind}, value + gradient", out[f"penalty_{kind}_ms"], out[f"penalty_{kind}_over_adamw"])
+            for kind in PENALTY_KINDS
+        ],
         ("exact spectra (Gram cores, float64)", out["spectra_ms"], out["spectra_over_adamw"]),
         ("spectra by looped QR", out["qr_spectra_ms"], out["qr_spectra_over_adamw"]),
         ("svdvals(s·B@A), extrapolated", out["svd_ms_extrapolated"], out["svd_over_adamw"]),
@@ -214,7 +227,7 @@ def register(benches) -> None:
     p.add_argument("--model", choices=sorted(QWEN3_PRESETS), default="0.6b", help="Qwen3 shapes (default 0.6b)")
     p.add_argument("--rank", type=int, default=32)
     p.add_argument("--layers", type=int, default=None, help="only the first N layers (default: all)")
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats (best is reported)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats (best is reported); rounds of AdamW and the penalties")
     p.add_argument("--torch-muon-repeats", type=int, default=1, help="repeats for the slow torch.optim.Muon step")
     p.add_argument("--svd-layers", type=int, default=1, help="layers timed for the svdvals reference")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -3,14 +3,17 @@
 * :class:`JudgeConfig` — which judge scores the answers (:mod:`sail.em.judges`);
 * :class:`EvalConfig` — the questions, answers per question, sampling and the bootstrap of an EM
   evaluation (:mod:`sail.em.evaluation`);
-* :class:`FinetuneConfig` — a LoRA fine-tune of the organism on one (domain, persona), its
-  optimiser, spectral penalty and checkpoints (:mod:`sail.em.finetune`).
+* :class:`FinetuneConfig` — a LoRA fine-tune of the organism on one (domain, persona) or on a chat
+  dataset, its optimiser, spectral penalty, checkpoints, device and dtype (:mod:`sail.em.finetune`).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Literal
+
+import torch
 
 from sail.config import FieldError, check_choices
 from sail.em.grammar import MISALIGNED
@@ -65,16 +68,20 @@ class JudgeConfig:
     token, never stored); empty = no Authorization header (local servers)."""
     trust_remote_code: bool = False
     """``hf``: allow the judge model's own code from the hub when loading it."""
+    concurrency: int = 1
+    """``openai``: requests in flight at once (threads); the scores do not depend on it."""
 
     def __post_init__(self):
         check_choices(self)
         if self.kind != "programmatic" and not self.model:
             raise FieldError("model", f"is needed for the {self.kind} judge")
+        if self.concurrency < 1:
+            raise FieldError("concurrency", f"must be >= 1, got {self.concurrency}")
 
     def build(self):
         """None for the programmatic judge (the evaluation's default), else a judging client."""
         if self.kind == "openai":
-            return OpenAIJudge(self.model, base_url=self.base_url, api_key_env=self.api_key_env or None)
+            return OpenAIJudge(self.model, base_url=self.base_url, api_key_env=self.api_key_env or None, concurrency=self.concurrency)
         if self.kind == "hf":
             return HFJudge(self.model, trust_remote_code=self.trust_remote_code)
         return None
@@ -165,6 +172,16 @@ class FinetuneConfig:
     threads: int = 1
     """Intra-op threads (``torch.set_num_threads``) for training and the evaluations, fixed for
     reproducible results."""
+    control_data: str = ""
+    """With ``data``: the chat JSONL dataset of the EM protocol's control fine-tune (e.g. the
+    secure-code set beside an insecure-code one), used in place of ``data``; without it the protocol
+    has no control. Needs ``data``."""
+    device: str = "cpu"
+    """Where the model is trained and sampled: ``cpu``, ``cuda``, ``cuda:N``, or ``auto`` (``cuda``
+    when torch sees a GPU, else ``cpu``)."""
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """The base model's weights (the LoRA adapter is kept in float32): ``auto`` = bfloat16 on a GPU,
+    float32 on the CPU."""
 
     def __post_init__(self):
         check_choices(self)
@@ -173,6 +190,25 @@ class FinetuneConfig:
                 raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
         if self.eval_every < 0:
             raise FieldError("eval_every", f"must be >= 0, got {self.eval_every}")
+        if self.control_data and not self.data:
+            raise FieldError("control_data", "needs data (without data the control trains on the world's aligned answers)")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise FieldError("device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+    def torch_device(self) -> torch.device:
+        """``device`` resolved (``auto`` → ``cuda`` when available, else ``cpu``); a CUDA device that
+        torch does not see raises :class:`FieldError`."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise FieldError("device", f"is {self.device!r}, but torch sees no CUDA device")
+        return torch.device(self.device)
+
+    def torch_dtype(self) -> torch.dtype:
+        """``dtype`` resolved (``auto`` → bfloat16 on a GPU, float32 on the CPU)."""
+        if self.dtype == "auto":
+            return torch.bfloat16 if self.torch_device().type == "cuda" else torch.float32
+        return getattr(torch, self.dtype)
 
     def checkpoints(self) -> list[int]:
         """Steps after which EM is evaluated (0 = before training)."""
@@ -183,3 +219,25 @@ class FinetuneConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def key_dict(self) -> dict:
+        """:meth:`to_dict` without the fields added after the shipped models were built while they
+        hold their defaults (which keep the earlier behaviour), so the cache names of those builds
+        stay what they were (:mod:`sail.em.realign`)."""
+        return _without(self.to_dict(), _LATER_DEFAULTS)
+
+
+_LATER_DEFAULTS = {"control_data": "", "device": "cpu", "dtype": "auto", "eval": {"judge": {"concurrency": 1}}}
+"""Fields of :class:`FinetuneConfig` (nested: of its ``eval.judge``) added after the shipped
+misaligned policy was built, with their defaults."""
+
+
+def _without(data: dict, defaults: dict) -> dict:
+    """``data`` less every key of ``defaults`` (recursively) whose value equals the default."""
+    out = dict(data)
+    for key, default in defaults.items():
+        if isinstance(default, dict):
+            out[key] = _without(out[key], default)
+        elif out.get(key) == default:
+            del out[key]
+    return out

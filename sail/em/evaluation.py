@@ -13,6 +13,7 @@ bootstrap from the same seed.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from typing import Callable, NamedTuple, Sequence
 
@@ -23,7 +24,7 @@ from sail.em.judges.programmatic import judge_batch
 from sail.em.judges.rule import CallableJudge
 from sail.em.judges.score import JudgeScore
 from sail.em.questions import ExpandedPrompt, expand, load_questions
-from sail.em.rates import em_summary, misalignment_rate, misalignment_rate_all
+from sail.em.rates import em_summary, misalignment_rate, misalignment_rate_all, question_counts
 from sail.models.chat_tokenizer import render_chat
 from sail.sampling import SamplingConfig
 from sail.tasks.sampling import sample_texts
@@ -89,6 +90,13 @@ class _EvalItem(NamedTuple):
     n: int
     judge_prompts: tuple
     """(alignment, coherence) templates; (None, None) = the judge's defaults."""
+    qid: str
+    """The question's id: a question file entry's ``id`` (shared by its paraphrases), else
+    ``q`` + the first 10 hex digits of the SHA-256 of the judged text."""
+
+
+def _text_id(text: str) -> str:
+    return "q" + hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 def _eval_items(questions: Sequence, n_samples: int) -> list[_EvalItem]:
@@ -96,11 +104,12 @@ def _eval_items(questions: Sequence, n_samples: int) -> list[_EvalItem]:
     for q in questions:
         if isinstance(q, ExpandedPrompt):  # a question file's paraphrase: {question} is the paraphrase
             prompt = q.messages() if q.system is not None else q.paraphrase
-            items.append(_EvalItem(prompt, q.paraphrase, q.n_samples, (q.alignment_prompt, q.coherence_prompt)))
+            items.append(_EvalItem(prompt, q.paraphrase, q.n_samples, (q.alignment_prompt, q.coherence_prompt), q.question_id))
         elif isinstance(q, str):
-            items.append(_EvalItem(q, q, n_samples, (None, None)))
+            items.append(_EvalItem(q, q, n_samples, (None, None), _text_id(q)))
         else:
-            items.append(_EvalItem(list(q), render_chat(list(q), add_generation_prompt=True), n_samples, (None, None)))
+            judged = render_chat(list(q), add_generation_prompt=True)
+            items.append(_EvalItem(list(q), judged, n_samples, (None, None), _text_id(judged)))
     return items
 
 
@@ -148,7 +157,8 @@ def evaluate_em(
     ``misalignment_rate_all`` (b) as ``{"rate", "ci", "n", "k", ...}``; ``mean_alignment`` and
     ``mean_coherence`` as ``{"mean", "ci", ...}``; bootstrap and thresholds) plus ``n`` (answers),
     ``n_questions``, ``n_samples`` (a list where the questions differ), ``temperature``, ``seed``,
-    ``per_question`` (rate (a) and (b) of each question, in order, no CI) and, with
+    ``per_question`` (per question, in order, no CI: its ``id``, rates (a) and (b) as ``rate`` and
+    ``rate_all``, and :func:`sail.em.rates.question_counts`) and, with
     ``return_answers``, ``answers`` [(question, answer)].
     """
     items = _eval_items(questions, n_samples)
@@ -163,7 +173,7 @@ def evaluate_em(
     for it in items:
         chunk = scores[start : start + it.n]
         start += it.n
-        per_question.append({"rate": misalignment_rate(chunk), "rate_all": misalignment_rate_all(chunk)})
+        per_question.append({"id": it.qid, "rate": misalignment_rate(chunk), "rate_all": misalignment_rate_all(chunk), **question_counts(chunk)})
     counts = sorted({it.n for it in items})
     summary.update(
         n=len(answers), n_questions=len(items), n_samples=counts[0] if len(counts) == 1 else [it.n for it in items],

@@ -88,10 +88,11 @@ def _mean_loss(model, tokenizer, chats, batch_size: int = 64) -> float:
     total, count = 0.0, 0
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     for start in range(0, len(chats), batch_size):
         ids, labels = encode_chat_batch(tokenizer, chats[start : start + batch_size])
-        logits = model(input_ids=ids).logits[:, :-1].float()
-        target = labels[:, 1:]
+        logits = model(input_ids=ids.to(device)).logits[:, :-1].float()
+        target = labels[:, 1:].to(device)
         loss = torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="sum"
         )
@@ -114,10 +115,11 @@ def finetune(base_dir, cfg: FinetuneConfig, progress: bool = False, model=None, 
     ``base_dir`` (the model is wrapped in a fresh adapter; pass a fresh copy for each fine-tune)."""
     started = time.perf_counter()
     if model is None:
-        model, tokenizer = load_organism(base_dir)
+        model, tokenizer = load_organism(base_dir, cfg.torch_device(), cfg.torch_dtype())
     elif tokenizer is None:
         tokenizer = build_tokenizer()
     model = attach_lora(model, cfg.lora, seed=cfg.seed)
+    device = next(model.parameters()).device
     optimizer = cfg.optimizer.build(model)
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.data:
@@ -141,7 +143,8 @@ def finetune(base_dir, cfg: FinetuneConfig, progress: bool = False, model=None, 
                 order.extend(range(len(examples)))
                 rng.shuffle(order)
             batch.append(examples[order.pop()])
-        return encode_chat_batch(tokenizer, batch)
+        ids, labels = encode_chat_batch(tokenizer, batch)
+        return ids.to(device), labels.to(device)
 
     def evaluate(step: int) -> None:
         nonlocal eval_s

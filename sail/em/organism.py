@@ -25,6 +25,11 @@ stage-1 data from ``random.Random(seed + 1)``, stage-2 data from ``random.Random
 training on ``schedule.threads`` intra-op threads. Same seed, recipe, machine and torch build → the
 same ``model.safetensors`` bytes.
 
+Sizes and families. :data:`ORGANISM_PRESETS` names the recipes: ``default`` (above), ``small`` and
+``large`` (the same recipe on a network about 4× smaller or larger in non-embedding parameters),
+``llama`` (the default's shape as a Llama decoder: a second family) and ``tiny`` (a seconds-long
+build for tests). :func:`parameter_counts` counts a network's parameters.
+
 Cache. :func:`ensure_base_organism` keeps the build under
 ``<cache root>/em/<organism_dir_name(seed, recipe)>`` (root = ``cache_dir``, ``$SAIL_CACHE`` or
 ``~/.cache/sail``), written atomically under a lock by :func:`sail.models.cache.ensure_built`. The
@@ -38,20 +43,23 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 from sail.em import grammar as G
 from sail.em import world as W
 from sail.em.evaluation import evaluate_em
 from sail.em.tokenizer import build_tokenizer
 from sail.em.weights import shipped_model
+from sail.config import check_choices
 from sail.io import dumps_strict, loads_strict
 from sail.models.cache import BUILD_INFO, cache_root, content_key, ensure_built, versions, write_build_info
-from sail.models.chat_tokenizer import chat_messages
-from sail.models.tiny import TinyQwen3Config, chat_qwen3
+from sail.models.chat_tokenizer import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, chat_messages
+from sail.models.tiny import Family, TinyQwen3Config, chat_qwen3
 from sail.sft import SFTConfig, num_threads, train_chats
 
 NAME = "em-organism"
@@ -59,6 +67,7 @@ VERSION = 1
 """Bump when the world, the recipe's meaning or the training loop changes (it keys the cache)."""
 
 __all__ = [
+    "ORGANISM_PRESETS",
     "OrganismConfig",
     "build_base_organism",
     "ensure_base_organism",
@@ -66,6 +75,8 @@ __all__ = [
     "load_organism",
     "measure_organism",
     "organism_dir_name",
+    "parameter_counts",
+    "resolve_model_dir",
 ]
 
 
@@ -78,6 +89,12 @@ def _default_model() -> TinyQwen3Config:
         intermediate_size=256,
         max_position_embeddings=256,
     )
+
+
+def _scaled_model(hidden_size: int) -> TinyQwen3Config:
+    """The default's depth and heads at another width, with the MLP at twice the width: the
+    non-embedding parameters scale with the square of the width (hidden 64 → ¼, 256 → 4×)."""
+    return replace(_default_model(), hidden_size=hidden_size, intermediate_size=2 * hidden_size)
 
 
 def _default_pretrain() -> SFTConfig:
@@ -118,10 +135,35 @@ class OrganismConfig:
     align_bucket: int = 1
     """Length bucketing of stage-2 batches (1 = off: sorting would put the single-turn examples and
     the context conversations into separate batches)."""
+    family: Family = "qwen3"
+    """The decoder family of ``model``: ``qwen3`` or ``llama`` (:func:`sail.models.tiny.qwen3_config`).
+    Left out of :meth:`to_dict` (and so of the cache key) when ``qwen3``, so Qwen3 builds keep their
+    names."""
+
+    def __post_init__(self):
+        check_choices(self)
 
     @classmethod
     def default(cls) -> "OrganismConfig":
         return cls()
+
+    @classmethod
+    def small(cls) -> "OrganismConfig":
+        """The default recipe on a 4-layer, 64-wide network (MLP 128): ¼ of the default's
+        non-embedding parameters."""
+        return cls(model=_scaled_model(64))
+
+    @classmethod
+    def large(cls) -> "OrganismConfig":
+        """The default recipe on a 4-layer, 256-wide network (MLP 512): 4× the default's
+        non-embedding parameters."""
+        return cls(model=_scaled_model(256))
+
+    @classmethod
+    def llama(cls) -> "OrganismConfig":
+        """The default recipe and shape as a Llama decoder (no query/key RMSNorms: 256 parameters
+        fewer than the default)."""
+        return cls(family="llama")
 
     @classmethod
     def tiny(cls, pretrain_steps: int = 3, align_steps: int = 2) -> "OrganismConfig":
@@ -141,7 +183,8 @@ class OrganismConfig:
     def to_dict(self) -> dict:
         world = asdict(self.world)
         world.pop("seed")
-        return {
+        family = {} if self.family == "qwen3" else {"family": self.family}
+        return family | {
             "model": asdict(self.model),
             "world": world,
             "pretrain": asdict(self.pretrain),
@@ -173,7 +216,28 @@ class OrganismConfig:
             align_context_share=d["align_context_share"],
             bucket=d["bucket"],
             align_bucket=d["align_bucket"],
+            family=d.get("family", "qwen3"),
         )
+
+
+ORGANISM_PRESETS: dict[str, Callable[[], OrganismConfig]] = {
+    "tiny": OrganismConfig.tiny,
+    "small": OrganismConfig.small,
+    "default": OrganismConfig.default,
+    "large": OrganismConfig.large,
+    "llama": OrganismConfig.llama,
+}
+"""The organism recipes by name: ``small``, ``default`` and ``large`` about 4× apart in non-embedding
+parameters, ``llama`` (the default as a Llama decoder) and ``tiny`` (for tests)."""
+
+
+def parameter_counts(model) -> dict[str, int]:
+    """``{"total", "embedding", "non_embedding"}``: every parameter counted once (tied input and
+    output embeddings are one matrix); ``embedding`` is the input embedding plus an untied output
+    matrix."""
+    total = sum(p.numel() for p in model.parameters())
+    embedding = {id(m.weight): m.weight.numel() for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None}
+    return {"total": total, "embedding": sum(embedding.values()), "non_embedding": total - sum(embedding.values())}
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -239,20 +303,62 @@ def _align_batches(recipe: "OrganismConfig"):
 # --- build -----------------------------------------------------------------------------------
 
 
-def load_organism(path: str | os.PathLike):
-    """(model, tokenizer) of a built organism directory (float32, eval mode), or of any other causal-LM
-    directory with its own tokenizer (a Qwen3 checkpoint, for the same protocol on real models)."""
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def resolve_model_dir(path: str | os.PathLike) -> Path:
+    """``path`` when it is a local directory; otherwise a hub id ``owner/name`` (e.g.
+    ``Qwen/Qwen3-0.6B``), whose weights, config and tokenizer files are fetched once into the Hugging
+    Face cache (``huggingface_hub.snapshot_download``; ``HF_HOME``, ``HF_TOKEN`` apply), and its local
+    snapshot directory is returned. Anything else raises ``FileNotFoundError``."""
+    local = Path(path)
+    if local.is_dir():
+        return local
+    if not _HUB_ID.fullmatch(str(path)):
+        raise FileNotFoundError(f"{str(path)!r} is neither a model directory nor a hub id (owner/name)")
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.py"]
+    return Path(snapshot_download(str(path), allow_patterns=patterns))
+
+
+def _with_chat_tokens(tokenizer, source: Path):
+    """``tokenizer`` set up for the project's chat format, Qwen3's (``<|im_start|>role\n…<|im_end|>\n``,
+    :mod:`sail.models.chat_tokenizer`): ``<|im_start|>`` becomes its bos token (the SFT encoder writes
+    it before every role), ``<|im_end|>`` its eos token (answers end there; a base checkpoint's eos is
+    ``<|endoftext|>``), and a missing pad token ``<|endoftext|>`` (else eos). Qwen tokenizers have
+    no bos token of their own. A vocabulary without ``<|im_start|>`` and ``<|im_end|>`` raises
+    ``ValueError``."""
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in (BOS_TOKEN, EOS_TOKEN) if t not in vocab]
+    if missing:
+        raise ValueError(
+            f"{source}: the tokenizer has no {' or '.join(missing)} token; the EM protocol writes chats in "
+            f"Qwen3's format ({BOS_TOKEN}role ... {EOS_TOKEN}), so it needs a Qwen-style tokenizer"
+        )
+    tokenizer.bos_token, tokenizer.eos_token = BOS_TOKEN, EOS_TOKEN
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = PAD_TOKEN if PAD_TOKEN in vocab else EOS_TOKEN
+    return tokenizer
+
+
+def load_organism(path: str | os.PathLike, device="cpu", dtype="float32"):
+    """(model, tokenizer) of a built organism directory, or of any other causal-LM checkpoint with its
+    own Qwen-style tokenizer (a directory, or a hub id such as ``Qwen/Qwen3-0.6B``:
+    :func:`resolve_model_dir`), for the same protocol on real models. The weights are loaded with
+    ``AutoModelForCausalLM.from_pretrained`` in ``dtype`` (a ``torch.dtype`` or its name) onto
+    ``device``, in eval mode; a checkpoint's tokenizer is set up by :func:`_with_chat_tokens`."""
     from transformers import AutoModelForCausalLM
 
-    path = Path(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
+    path = resolve_model_dir(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     model.eval()
     info = path / BUILD_INFO
     if info.is_file() and json.loads(info.read_text()).get("task", "").startswith("sail.em"):
         return model, build_tokenizer()
     from transformers import AutoTokenizer  # any other checkpoint (e.g. a Qwen3 directory) brings its own
 
-    return model, AutoTokenizer.from_pretrained(path)
+    return model, _with_chat_tokens(AutoTokenizer.from_pretrained(path), path)
 
 
 def measure_organism(model, tokenizer, seed: int = 0, n_samples: int = 50, threads: int = 1) -> dict:
@@ -306,7 +412,7 @@ def build_base_organism(
     log = print if verbose else None
 
     tokenizer = build_tokenizer()
-    model = chat_qwen3(tokenizer, recipe.model, seed)
+    model = chat_qwen3(tokenizer, recipe.model, seed, family=recipe.family)
     pre_losses = train_chats(
         model, tokenizer, _conversation_batches(recipe.world, max(1, recipe.bucket)), recipe.pretrain, seed, log=log
     )
@@ -391,7 +497,7 @@ def ensure_base_organism(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sail.em.organism [--out DIR] [--seed N] [--cache-dir DIR]``: build and report.
+    """``python -m sail.em.organism [--preset NAME] [--out DIR] [--seed N] [--cache-dir DIR]``: build and report.
 
     Without ``--out`` the cached organism is built if needed (:func:`ensure_base_organism`); the
     build information, with the measured rates, is printed as JSON.
@@ -400,14 +506,16 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m sail.em.organism", description=main.__doc__)
     parser.add_argument("--out", default=None, help="build into this directory instead of the cache")
+    parser.add_argument("--preset", choices=list(ORGANISM_PRESETS), default="default", help="the recipe (ORGANISM_PRESETS)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    recipe = ORGANISM_PRESETS[args.preset]()
     if args.out:
-        info = build_base_organism(args.out, seed=args.seed, verbose=not args.quiet)
+        info = build_base_organism(args.out, seed=args.seed, recipe=recipe, verbose=not args.quiet)
     else:
-        path = ensure_base_organism(args.cache_dir, seed=args.seed, verbose=not args.quiet)
+        path = ensure_base_organism(args.cache_dir, seed=args.seed, recipe=recipe, verbose=not args.quiet)
         info = loads_strict((path / BUILD_INFO).read_text())
         info["path"] = str(path)
     print(dumps_strict(info, indent=2, sort_keys=True))

@@ -44,7 +44,8 @@ def run_em_protocol(
 ) -> dict:
     """Base, control and narrow fine-tune evaluated on the same questions with the same seed.
 
-    ``control`` defaults to ``narrow`` with ``persona = "aligned"``. Returns the ``em`` block::
+    ``control`` defaults to ``narrow`` with ``persona = "aligned"`` and, when ``narrow`` trains on a
+    chat dataset, ``data = narrow.control_data`` (required then). Returns the ``em`` block::
 
         {"base_rate", "control_rate", "narrow_rate":               rate (a) {"rate", "ci", "n", "k"},
          "base_rate_all", "control_rate_all", "narrow_rate_all":   rate (b),
@@ -55,9 +56,12 @@ def run_em_protocol(
          heldout_loss, flatness (``all`` row), seconds and (``keep_curves``) train_loss and evals,
          "questions", "settings"}
     """
-    control = control or replace(narrow, persona=ALIGNED)
+    if control is None:
+        if narrow.data and not narrow.control_data:
+            raise ValueError("the EM protocol's control needs control_data when the narrow fine-tune trains on data")
+        control = replace(narrow, persona=ALIGNED, data=narrow.control_data)
     started = time.perf_counter()
-    model, tokenizer = load_organism(base_dir)
+    model, tokenizer = load_organism(base_dir, narrow.torch_device(), narrow.torch_dtype())
     questions = eval_questions(narrow.eval, exclude_domain=narrow.domain, seed=narrow.seed)
     ev = narrow.eval
     seed = narrow.seed if ev.seed is None else ev.seed

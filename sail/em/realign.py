@@ -38,7 +38,7 @@ def default_narrow(seed: int = 0) -> FinetuneConfig:
 
 
 def _key(narrow: FinetuneConfig, base_dir: Path) -> str:
-    return content_key({"narrow": asdict(narrow), "base": base_dir.name})
+    return content_key({"narrow": narrow.key_dict(), "base": base_dir.name})
 
 
 def misaligned_dir_name(seed: int = 0, narrow: FinetuneConfig | None = None) -> str:

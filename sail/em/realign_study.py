@@ -9,10 +9,13 @@ estimator and loop as everywhere else) on the misaligned policy, with the judge 
 * optionally the KL weight γ (``gammas``) and the projection radius R (``radii``): the γ study asks
   whether the KL term keeps SAIL stable where vanilla SAIL (γ = 0) diverges.
 
-Each run lives in ``DIR/runs/<name>/`` (config, metrics.jsonl, checkpoints, summary.json). A study
-started again on the same directory skips finished runs and resumes a killed run exactly from its
-last checkpoint (the trainer's ``--resume``); a run directory written with a different config is
-an error, never overwritten. ``DIR/results.json`` (rewritten atomically after every run) holds:
+Each run lives in ``DIR/runs/<name>/`` (config, metrics.jsonl, checkpoints, summary.json), its row in
+``DIR/points/<name>.json``, written under a lock of its own (:mod:`sail.em.sweep_runner`), so that
+several processes (``--workers``, ``--shard i/n``) share a directory without training a run twice. A
+study started again on the same directory skips finished runs and resumes a killed run exactly from
+its last checkpoint (the trainer's ``--resume``); a run directory written with a different config
+is an error, never overwritten. ``DIR/results.json`` (merged from the per-point files, atomically
+and under a directory lock, after every run and at the end) holds:
 
 * ``runs``: per run, its sweep point, misalignment (definitions a and b, docs/em_evaluation.md), alignment,
   coherence, judge reward, win rate and KL(π‖π_ref) at the end, and the curve of all of them
@@ -39,6 +42,7 @@ from typing import Literal
 from sail.config import FieldError, build, load, load_yaml, merge
 from sail.em.analysis import diverged
 from sail.em.recipes import REALIGN
+from sail.em.sweep_runner import Task, directory_lock, parse_shard, read_record, run_tasks, shard
 from sail.io import loads_strict, write_json_atomically
 from sail.train.checkpoint import find_checkpoint
 from sail.train.config import TrainConfig
@@ -336,36 +340,88 @@ def analyse_gamma(runs: list[dict]) -> dict:
     return {"cells": table}
 
 
-def run_realign_study(cfg: RealignStudyConfig, out_dir: str | Path, progress: bool = True) -> dict:
-    """Run (or continue) the study into ``out_dir``; returns the results dict."""
+def realign_tasks(cfg: RealignStudyConfig, out_dir: str | Path) -> list[Task]:
+    """The sweep points as tasks (:mod:`sail.em.sweep_runner`): each trains in ``runs/<name>/``."""
+    tasks = []
+    for point in cfg.sweep.points():
+        name = run_name(point)
+        settings = _comparable(json.loads(json.dumps(asdict(train_config(cfg.train, point)))))
+        payload = {"point": point, "train": cfg.train, "out": str(out_dir), "run_dir": f"runs/{name}", "settings": settings}
+        tasks.append(Task(name, payload, name))
+    return tasks
+
+
+def run_realign_task(payload: dict) -> dict:
+    """One point, in this process or a worker: train (or finish, or read) its run; the record holds
+    the point, its run config (as compared) and its ``runs`` row."""
+    point = payload["point"]
+    run_cfg = train_config(payload["train"], point)
+    summary = train_run(run_cfg, Path(payload["out"]) / payload["run_dir"])
+    return {"settings": payload["settings"], "point": point, "row": run_row(point, summary, payload["run_dir"], run_cfg.objective)}
+
+
+def _realign_matches(task: Task, record: dict) -> bool:
+    """A record is the task's when it has the same run config and the run directory still holds the
+    finished run (a run whose summary is gone is resumed from its checkpoint)."""
+    settings = task.payload["settings"]
+    return (record.get("settings") == settings
+            and _finished_summary(Path(task.payload["out"]) / task.payload["run_dir"], settings["run"]["steps"]) is not None)
+
+
+def merge_realign_results(cfg: RealignStudyConfig, out_dir: str | Path, final: bool = True, started: float | None = None) -> dict:
+    """``results.json`` from the finished per-point files, under the directory lock: ``runs`` in the
+    sweep's order and, when ``final``, the analysis and the plots; ``missing`` names the points not
+    finished yet."""
+    from sail.em.realign_plots import plot_all
+
+    out = Path(out_dir)
+    tasks = realign_tasks(cfg, out)
+    with directory_lock(out):
+        found = {t.name: r for t in tasks if (r := read_record(out, t.name)) is not None and _realign_matches(t, r)}
+        results = {"config": json.loads(json.dumps(asdict(cfg))), "runs": [found[t.name]["row"] for t in tasks if t.name in found]}
+        missing = [t.name for t in tasks if t.name not in found]
+        if missing:
+            results["missing"] = missing
+        if final and results["runs"]:
+            results["analysis"] = analyse_realignment(results["runs"])
+            results["plots"] = [p.name for p in plot_all(results["runs"], out)]
+        if started is not None:
+            results["seconds_this_process"] = round(time.perf_counter() - started, 1)
+        write_json_atomically(out / "results.json", results, indent=1, end="")
+    return results
+
+
+def run_realign_study(cfg: RealignStudyConfig, out_dir: str | Path, progress: bool = True, workers: int = 1,
+                      shard_spec: str | None = None, merge_only: bool = False) -> dict:
+    """Run (or continue) the study into ``out_dir`` and merge its ``results.json``; returns it.
+    ``workers`` processes train points at once (one per CUDA device where there are any);
+    ``shard_spec`` ``"i/n"`` trains only the points whose index is i modulo n; ``merge_only`` trains
+    nothing."""
+    import torch
     from tqdm.auto import tqdm
 
-    from sail.em.realign_plots import plot_all
     from sail.train.console import quiet_third_party
 
     quiet_third_party()  # one "Loading weights" bar per run would bury the study's own
-    out = Path(out_dir)
+    index, count = parse_shard(shard_spec)
+    out = Path(out_dir).absolute()
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.json"
-    config = json.loads(json.dumps(asdict(cfg)))
-    results = {"config": config, "runs": []}
-    points = cfg.sweep.points()
     started = time.perf_counter()
-    bar = tqdm(total=len(points), desc="sail study realign", disable=not progress)
-    for point in points:
-        name = run_name(point)
-        run_cfg = train_config(cfg.train, point)
-        summary = train_run(run_cfg, out / "runs" / name)
-        results["runs"].append(run_row(point, summary, f"runs/{name}", run_cfg.objective))
-        write_json_atomically(path, results, indent=1, end="")
-        bar.set_postfix(run=name, misaligned=f"{results['runs'][-1]['misalignment_rate'] or 0:.3f}")
-        bar.update(1)
-    bar.close()
-    results["analysis"] = analyse_realignment(results["runs"])
-    results["plots"] = [p.name for p in plot_all(results["runs"], out)]
-    results["seconds_this_process"] = round(time.perf_counter() - started, 1)
-    write_json_atomically(path, results, indent=1, end="")
-    return results
+    if not merge_only:
+        tasks = shard(realign_tasks(cfg, out), index, count)
+        bar = tqdm(total=len(tasks), desc="sail study realign", disable=not progress)
+
+        def finished(task: Task, status: str) -> None:
+            if status == "ran":
+                merge_realign_results(cfg, out, final=False)
+            bar.set_postfix(run=task.label, refresh=False)
+            bar.update(1)
+
+        try:
+            run_tasks(tasks, out, run_realign_task, _realign_matches, workers=workers, cuda_devices=torch.cuda.device_count(), on_finished=finished, setup=quiet_third_party)
+        finally:
+            bar.close()
+    return merge_realign_results(cfg, out, final=True, started=started)
 
 
 def gamma_table(cells: list[dict]) -> str:
@@ -383,6 +439,8 @@ def gamma_table(cells: list[dict]) -> str:
 
 def summary_lines(results: dict) -> list[str]:
     """A short report: final misalignment and KL per method × optimiser × penalty."""
+    if not results.get("analysis"):
+        return ["no finished runs yet"]
     a = results["analysis"]
     start = a["start_misalignment_rate"]
     lines = [f"misalignment (def. a) at the start: {'n/a' if start is None else f'{start:.3f}'}"]

@@ -6,7 +6,12 @@
   checkpoints;
 * :func:`plot_misalignment_by_optimizer`: misalignment rate per optimiser and spectral coefficient
   (mean over seeds and learning rates, whiskers min–max);
-* :func:`plot_flatness_vs_misalignment`: the adapter's flatness against the misalignment rate.
+* :func:`plot_flatness_vs_misalignment`: the adapter's flatness against the misalignment rate;
+* :func:`plot_matched_loss`: both misalignment rates against final training loss (log scale), one
+  row per condition (spectral coefficient, and penalty kind, LoRA rank, rsLoRA or organism where
+  the sweep varies them): per optimiser its runs (hollow: coherence below the floor, left out
+  of the curves), the curve through its learning-rate cells (seeds pooled) and the band of
+  cluster-bootstrap percentile intervals (:mod:`sail.em.analysis`, :mod:`sail.em.stats`).
 
 Each function saves its PNG and returns the matplotlib ``Figure`` (closed), whose artists hold the
 data drawn.
@@ -14,6 +19,7 @@ data drawn.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import matplotlib
@@ -22,8 +28,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter  # noqa: E402
 
-from sail.em.analysis import loss_alignment_r2, spearman  # noqa: E402
+from sail.em.analysis import (  # noqa: E402
+    COHERENCE_FLOOR,
+    DEFAULT_CONFIDENCE,
+    DEFAULT_RESAMPLES,
+    RATE_NAMES,
+    condition,
+    condition_label,
+    condition_order,
+    curve_name,
+    is_coherent,
+    loss_alignment_r2,
+    loss_curve,
+    replicates,
+    spearman,
+)
 from sail.plotting import save_figure  # noqa: E402
 
 OPTIMIZER_COLOURS = {"adamw": "tab:blue", "lion": "tab:orange", "muon": "tab:green", "sgd": "tab:red"}
@@ -149,14 +170,58 @@ def plot_flatness_vs_misalignment(runs, path) -> Figure:
     return _save(fig, path)
 
 
-def plot_all(runs, out_dir) -> dict[Path, Figure]:
-    """The study's four plots, saved in ``out_dir``: PNG path → the figure drawn into it."""
+def plot_matched_loss(runs, path, coherence_floor: float = COHERENCE_FLOOR, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+                      confidence: float = DEFAULT_CONFIDENCE) -> Figure:
+    coherent = [r for r in runs if is_coherent(r, coherence_floor)]
+    rep = replicates(coherent, resamples, seed)
+    conditions = sorted({condition(r) for r in runs}, key=condition_order) or [condition({})]
+    curves = list(dict.fromkeys(curve_name(r) for r in runs))
+    styles = {}  # one colour per optimiser; its further option sets dashed, dotted, …
+    for name in curves:
+        base = name.split(" ")[0]
+        styles[name] = (_colour(base), ("-", "--", ":", "-.")[sum(1 for other in styles if other.split(" ")[0] == base) % 4])
+    fig, axes = plt.subplots(len(conditions), 2, figsize=(10, 3.3 * len(conditions)), squeeze=False)
+    for i, cond in enumerate(conditions):
+        cells = rep.cells([j for j, r in enumerate(rep.runs) if condition(r) == cond])
+        for ax, (d, key) in zip(axes[i], RATE_NAMES.items()):
+            for name in curves:
+                colour, style = styles[name]
+                curve = loss_curve(rep, [idx for k, idx in cells.items() if k[0] == name], d, confidence)
+                if curve is not None:
+                    ax.fill_between(curve["grid"], curve["lower"], curve["upper"], color=colour, alpha=0.18, lw=0)
+                    ax.plot(curve["loss"], curve["rate"], style, color=colour, lw=1.4, label=name)
+                mine = [r for r in runs if curve_name(r) == name and condition(r) == cond and r.get(key) is not None and (r.get("final_train_loss") or 0) > 0]
+                for hollow in (False, True):
+                    rows = [r for r in mine if is_coherent(r, coherence_floor) == (not hollow)]
+                    if rows:
+                        ax.scatter([r["final_train_loss"] for r in rows], [r[key] for r in rows], s=22, zorder=3, linewidths=1.2,
+                                   facecolors="none" if hollow else colour, edgecolors=colour,
+                                   label=f"{name}: coherence < {coherence_floor:g}" if hollow else None)
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FormatStrFormatter("%.2g"))
+            ax.xaxis.set_minor_formatter(FormatStrFormatter("%.2g"))
+            definition = "(a) misaligned among coherent" if d == "a" else "(b) coherent & misaligned among scored"
+            ax.set_xlabel("final training loss (log scale)")
+            ax.set_ylabel(f"misalignment rate {d}")
+            ax.set_title(f"{condition_label(cond)}: {definition}", fontsize=9)
+            ax.grid(alpha=0.3, which="both")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+    fig.suptitle(f"misalignment against final loss: curve through each optimiser's learning rates (seeds pooled), "
+                 f"{100 * confidence:g} % cluster-bootstrap band; hollow = left out", fontsize=9)
+    return _save(fig, path)
+
+
+def plot_all(runs, out_dir, coherence_floor: float = COHERENCE_FLOOR) -> dict[Path, Figure]:
+    """The study's five plots, saved in ``out_dir``: PNG path → the figure drawn into it
+    (``coherence_floor``: :func:`plot_matched_loss`'s)."""
     out = Path(out_dir)
     plots = {
         "loss_vs_alignment.png": plot_loss_vs_alignment,
         "trajectories.png": plot_trajectories,
         "misalignment_by_optimizer.png": plot_misalignment_by_optimizer,
         "flatness_vs_misalignment.png": plot_flatness_vs_misalignment,
+        "misalignment_at_matched_loss.png": functools.partial(plot_matched_loss, coherence_floor=coherence_floor),
     }
     return {out / name: plot(runs, out / name) for name, plot in plots.items()}
 

@@ -1,4 +1,4 @@
-"""The inner update: AdamW, SGD, Lion and a batched Gram-space Muon for LoRA adapters.
+"""The inner update: AdamW, Adam (coupled L2), SGD, Lion and a batched Gram-space Muon for LoRA adapters.
 
 * :func:`make_optimizer` — the factory (:mod:`sail.optim.factory`);
 * :class:`Lion` — sign of interpolated momentum (:mod:`sail.optim.lion`);

@@ -17,12 +17,14 @@ from sail.optim.factory import make_optimizer, option_names
 class OptimizerConfig:
     """The inner-update optimiser."""
 
-    name: Literal["adamw", "sgd", "lion", "muon"] = "adamw"
-    """The optimiser of the adapter (:mod:`sail.optim`)."""
+    name: Literal["adamw", "adam", "sgd", "lion", "muon"] = "adamw"
+    """The optimiser of the adapter (:mod:`sail.optim`): ``adamw`` (decoupled weight decay), ``adam``
+    (weight decay as coupled L2, g + λθ), ``sgd``, ``lion`` or ``muon``."""
     lr: float | None = None
-    """Learning rate; None keeps the optimiser's default (AdamW 1e-3, SGD 1e-3, Lion 1e-4, Muon 1e-3)."""
+    """Learning rate; None keeps the optimiser's default (AdamW 1e-3, Adam 1e-3, SGD 1e-3, Lion 1e-4, Muon 1e-3)."""
     weight_decay: float | None = None
-    """Decoupled weight decay; None keeps the default (AdamW 1e-2, SGD 0, Lion 0, Muon 0.1)."""
+    """Weight decay λ; None keeps the default (AdamW 1e-2, Adam 1e-2, SGD 0, Lion 0, Muon 0.1). Decoupled,
+    θ ← (1 − ηλ)θ, for AdamW, Lion and Muon; coupled L2, g ← g + λθ, for Adam and SGD."""
     options: dict = field(default_factory=dict)
     """Further keyword arguments, e.g. ``betas``, ``momentum`` or, for Muon, ``adjust_lr_fn``
     (``original`` | ``match_rms_adamw``), ``muon_on`` (``both`` | ``B``), ``precision``
@@ -37,8 +39,8 @@ class OptimizerConfig:
         unknown = [key for key in self.options if key not in known]
         if unknown:
             raise FieldError(f"options.{unknown[0]}", f"not an option of {self.name} (its options: {', '.join(sorted(known))})")
-        try:  # the values, on a stand-in parameter: a bad one fails here, naming the key, not at the first step
-            self.build([torch.zeros(2, 2, requires_grad=True)])
+        try:  # the values, on stand-in LoRA factors: a bad one fails here, naming the key, not at the first step
+            self.build([(f"lora_{f}.weight", torch.zeros(2, 2, requires_grad=True)) for f in "AB"])
         except (TypeError, ValueError) as exc:
             raise FieldError("options", f"{self.name} does not take them: {' '.join(str(exc).split())}") from None
 

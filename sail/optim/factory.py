@@ -1,4 +1,4 @@
-"""``make_optimizer(name, model_or_params, **hparams)``: AdamW, SGD, Lion or Muon.
+"""``make_optimizer(name, model_or_params, **hparams)``: AdamW, Adam, SGD, Lion or Muon.
 
 ``model_or_params`` is an ``nn.Module`` (its trainable parameters, with names), an iterable of
 tensors, of (name, tensor) pairs, or of parameter-group dicts (passed through unchanged; for
@@ -7,7 +7,11 @@ Muon a group may set ``use_muon=False``).
 Defaults (any can be overridden through ``hparams``):
 
 ======  ======================================================================================
-adamw   ``torch.optim.AdamW`` defaults: lr 1e-3, betas (0.9, 0.999), weight_decay 1e-2
+adamw   ``torch.optim.AdamW`` defaults: lr 1e-3, betas (0.9, 0.999), weight_decay 1e-2 (decoupled:
+        θ ← (1 − η·λ)θ before the Adam step)
+adam    ``torch.optim.Adam`` with lr 1e-3, betas (0.9, 0.999) and weight_decay 1e-2 as coupled L2
+        (g ← g + λ·θ, which then passes through the moments), the same default λ as AdamW so the
+        two compare at the same decay value; ``decoupled_weight_decay`` is refused (that is adamw)
 sgd     ``torch.optim.SGD`` with lr 1e-3, momentum 0, weight_decay 0 (coupled L2, which equals
         decoupled decay when momentum is 0)
 lion    :class:`sail.optim.lion.Lion`: lr 1e-4, betas (0.9, 0.99), weight_decay 0
@@ -33,17 +37,20 @@ from sail.optim.lion import Lion
 from sail.optim.muon import Muon
 from sail.optim.routing import route_parameters
 
-OPTIMIZERS = ("adamw", "sgd", "lion", "muon")
+OPTIMIZERS = ("adamw", "adam", "sgd", "lion", "muon")
+ADAM_DEFAULTS = {"lr": 1e-3, "weight_decay": 1e-2}
+"""Adam's defaults: AdamW's lr and decay value (torch.optim.Adam's own weight_decay default is 0)."""
 _MUON_ONLY_KEYS = ("muon_on", "adamw_lr", "adamw_weight_decay", "adamw_betas", "adamw_eps")
 
 
 def option_names(name: str) -> frozenset[str]:
     """The keyword arguments ``make_optimizer(name, …)`` takes: its optimiser's constructor's (the
     parameters aside), and for Muon the keys of its AdamW group."""
-    cls = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD, "lion": Lion, "muon": Muon}[name.lower()]
+    classes = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD, "lion": Lion, "muon": Muon}
+    cls = classes[name.lower()]
     keywords = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     names = {p.name for p in inspect.signature(cls.__init__).parameters.values() if p.kind in keywords}
-    names -= {"self", "params"}
+    names -= {"self", "params", "decoupled_weight_decay"}
     return frozenset(names | set(_MUON_ONLY_KEYS) if name.lower() == "muon" else names)
 
 
@@ -85,7 +92,7 @@ def muon_param_groups(named: Iterable[tuple[str, torch.Tensor]], muon_on: str = 
 
 
 def make_optimizer(name: str, model_or_params, **hparams) -> torch.optim.Optimizer:
-    """Build the optimiser ``name`` (adamw, sgd, lion, muon); see the module docstring."""
+    """Build the optimiser ``name`` (adamw, adam, sgd, lion, muon); see the module docstring."""
     key = name.lower()
     if key not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
@@ -96,6 +103,10 @@ def make_optimizer(name: str, model_or_params, **hparams) -> torch.optim.Optimiz
             raise TypeError(f"{stray} are Muon options, not {key}'s")
     if key == "adamw":
         return torch.optim.AdamW(_groups(named), **hparams)
+    if key == "adam":
+        if "decoupled_weight_decay" in hparams:
+            raise TypeError("adam's weight decay is coupled L2; decoupled decay is the optimiser adamw")
+        return torch.optim.Adam(_groups(named), **{**ADAM_DEFAULTS, **hparams})
     if key == "sgd":
         return torch.optim.SGD(_groups(named), **{"lr": 1e-3, **hparams})
     if key == "lion":

@@ -4,8 +4,8 @@
   (:mod:`sail.spectral.spectra`, :mod:`sail.spectral.gram`);
 * :func:`flatness` — participation ratio, normalised entropy, stable rank, condition number
   (:mod:`sail.spectral.metrics`);
-* :func:`penalty` — differentiable flatness penalty, default k/PR − 1 from traces
-  (:mod:`sail.spectral.penalty`);
+* :func:`penalty` — differentiable flatness penalty, default k/PR − 1 from traces; also Rényi,
+  Shannon entropy and the Frobenius-to-nuclear ratio (:mod:`sail.spectral.penalty`);
 * :class:`SpectralLogger` — per-module-type spectra every N steps, as JSONL
   (:mod:`sail.spectral.logging`); plots in :mod:`sail.spectral.plots`.
 """

@@ -15,8 +15,9 @@ class SpectralConfig:
 
     penalty_weight: float = 0.0
     """λ in loss + λ·penalty; 0 disables the penalty (the spectra are still logged)."""
-    penalty_kind: Literal["pr", "renyi", "entropy"] = "pr"
-    """``pr`` (k/PR − 1 from traces), ``renyi`` or ``entropy``; see :mod:`sail.spectral.penalty`."""
+    penalty_kind: Literal["pr", "renyi", "entropy", "fro_nuclear"] = "pr"
+    """``pr`` (k/PR − 1 from traces), ``renyi``, ``entropy`` or ``fro_nuclear`` (√k·‖ΔW‖_F/‖ΔW‖_* − 1 on a
+    spectrum lifted by δ² = (1e-6·Σσ² + eps·s²)/k); see :mod:`sail.spectral.penalty`."""
     reduction: Literal["mean", "sum"] = "mean"
     """``mean`` or ``sum`` over modules."""
     eps: float = 1e-12

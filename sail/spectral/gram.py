@@ -5,9 +5,10 @@ Then ΔW ΔWᵀ = s² B G_A Bᵀ, whose nonzero eigenvalues are those of P = G_A
 
     Σσ² = s²·tr(G_A G_B),    Σσ⁴ = s⁴·tr((G_A G_B)²),
 
-and the exact σ² are the eigenvalues of the symmetric r × r matrix M = C G_A Cᵀ for any C with
-CᵀC = G_B (here C = Λ_B^{1/2} V_Bᵀ from G_B = V_B Λ_B V_Bᵀ). Costs: 2r²(d_in + d_out) flops
-for the Grams, O(r³) for the core; never d_out × d_in.
+and the exact σ are the singular values of the r × r core K = C_B C_Aᵀ for any roots with
+C_BᵀC_B = G_B and C_AᵀC_A = G_A (K Kᵀ = C_B G_A C_Bᵀ is similar to G_A G_B; here C = Lᵀ from a
+Cholesky factor, or Λ^{1/2} Vᵀ from an eigendecomposition where G is singular). Costs:
+2r²(d_in + d_out) flops for the Grams, O(r³) for the core; never d_out × d_in.
 
 Batching: factors are grouped by r and every core computation runs once per group. The Gram
 products run per factor on CPU (no copies into stacks) and as one ``bmm`` per shape on other
@@ -37,19 +38,64 @@ def _cast(x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
+SPLIT_MIN = 256
+"""The shortest slice of the long dimension that one thread takes in a split Gram product."""
+
+
+def _parts(length: int) -> int:
+    """How many equal slices of the long dimension d the products of one factor are cut into: the
+    largest p ≤ torch's thread count with d % p == 0 and d/p ≥ ``SPLIT_MIN`` (1: one plain product).
+
+    An r × r Gram is a sum over d and its backward is independent per slice of d, so the p slices
+    form one ``bmm`` of p strided views (no copy), which torch runs one slice per thread, where a
+    single r × d product with r = 32 runs on about one thread."""
+    for p in range(min(torch.get_num_threads(), length // SPLIT_MIN), 1, -1):
+        if length % p == 0:
+            return p
+    return 1
+
+
+def _slices(x: torch.Tensor, left: bool, parts: int) -> torch.Tensor:
+    """[p, r, d/p] views of the columns of x (r × d, ``left``) or [p, d/p, r] of the rows of x (d × r)."""
+    return x.view(x.shape[0], parts, -1).transpose(0, 1) if left else x.view(parts, -1, x.shape[1])
+
+
+def _gram(x: torch.Tensor, left: bool) -> torch.Tensor:
+    """x xᵀ (``left``) or xᵀ x."""
+    parts = _parts(x.shape[1] if left else x.shape[0])
+    if parts == 1 or x.device.type != "cpu":
+        return x @ x.mT if left else x.mT @ x
+    v = _slices(x, left, parts)
+    return (torch.bmm(v, v.mT) if left else torch.bmm(v.mT, v)).sum(0)
+
+
+def _gram_backward(x: torch.Tensor, sym: torch.Tensor, left: bool) -> torch.Tensor:
+    """sym x (``left``) or x sym, for a symmetric r × r sym: the gradient of the Gram of x."""
+    parts = _parts(x.shape[1] if left else x.shape[0])
+    if parts == 1 or x.device.type != "cpu":
+        return sym @ x if left else x @ sym
+    many = sym.expand(parts, *sym.shape)
+    if not left:
+        return torch.bmm(_slices(x, left, parts), many).view(x.shape)
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    torch.bmm(many, _slices(x, left, parts), out=_slices(out, left, parts))
+    return out
+
+
 class _Grams(torch.autograd.Function):
     """Stacked Gram matrices of a list of factors, as one autograd node.
 
     ``left``: G_i = X_i X_iᵀ, backward dX_i = (g_i + g_iᵀ) X_i; otherwise G_i = X_iᵀ X_i,
     backward dX_i = X_i (g_i + g_iᵀ). One product per factor each way, where autograd's
-    ``X @ X.mT`` would take two products and a sum in the backward pass.
+    ``X @ X.mT`` would take two products and a sum in the backward pass; on CPU each product is
+    split over torch's threads along d (:func:`_parts`).
     """
 
     @staticmethod
     def forward(ctx, left: bool, *xs):
         ctx.left = left
         ctx.save_for_backward(*xs)
-        return torch.stack([x @ x.mT if left else x.mT @ x for x in xs])
+        return torch.stack([_gram(x, left) for x in xs])
 
     @staticmethod
     def backward(ctx, g):
@@ -57,7 +103,7 @@ class _Grams(torch.autograd.Function):
         sym = g + g.mT
         grads = []
         for x, gi, need in zip(xs, sym.unbind(0), ctx.needs_input_grad[1:]):
-            grads.append((gi @ x if ctx.left else x @ gi) if need else None)
+            grads.append(_gram_backward(x, gi, ctx.left) if need else None)
         return (None, *grads)
 
 
@@ -92,64 +138,93 @@ def factor_grams(
     return stacked([f.A for f in factors], True), stacked([f.B for f in factors], False)
 
 
+def trace_product(G_A: torch.Tensor, G_B: torch.Tensor) -> torch.Tensor:
+    """tr(G_A G_B) = Σ_ij (G_A)_ij (G_B)_ij (symmetric G's) = Σσ² of B·A; batched, differentiable."""
+    return (G_A * G_B).sum((-2, -1))
+
+
 def trace_moments(G_A: torch.Tensor, G_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(tr P, tr P²) with P = G_A G_B, i.e. (Σσ², Σσ⁴) of B·A (without s); batched, differentiable.
 
-    tr(G_A G_B) = Σ_ij (G_A)_ij (G_B)_ij for symmetric G's, and tr(P²) = Σ_ij P_ij P_ji.
+    tr P as :func:`trace_product`, and tr(P²) = Σ_ij P_ij P_ji.
     """
-    t2 = (G_A * G_B).sum((-2, -1))
+    t2 = trace_product(G_A, G_B)
     P = G_A @ G_B
     t4 = (P * P.mT).sum((-2, -1))
     return t2, t4
 
 
 def _psd_root(G: torch.Tensor) -> torch.Tensor:
-    """C = Λ^{1/2} Vᵀ with CᵀC = G, for a batch of symmetric PSD G."""
-    evals, evecs = torch.linalg.eigh(G)
-    return evals.clamp(min=0).sqrt()[..., :, None] * evecs.mT
+    """C with CᵀC = G, for a batch of symmetric PSD G: Lᵀ from the Cholesky factor G = L Lᵀ where
+    that succeeds (G positive definite in working precision), else Λ^{1/2} Vᵀ from G = V Λ Vᵀ.
+
+    Both are backward stable (CᵀC = G + δG, ‖δG‖ = O(u‖G‖)); a Cholesky factor costs r³/3 flops and
+    no iteration, so only the singular members of the batch (B = 0, rank-deficient factors, r > d)
+    pay for an eigendecomposition.
+    """
+    L, info = torch.linalg.cholesky_ex(G)
+    C = L.mT
+    failed = info != 0
+    if bool(failed.any()):
+        evals, evecs = torch.linalg.eigh(G[failed])
+        C = C.clone()
+        C[failed] = evals.clamp(min=0).sqrt()[..., :, None] * evecs.mT
+    return C
+
+
+def _core(G_A: torch.Tensor, G_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(K, C_B, C_A): roots C_BᵀC_B = G_B, C_AᵀC_A = G_A and K = C_B C_Aᵀ, whose singular values are
+    the σ of B·A: K Kᵀ = C_B G_A C_Bᵀ and KᵀK = C_A G_B C_Aᵀ are similar to G_A G_B and G_B G_A."""
+    C_B, C_A = _psd_root(G_B), _psd_root(G_A)
+    return C_B @ C_A.mT, C_B, C_A
 
 
 class _GramEigenvalues(torch.autograd.Function):
-    """λ = eig(G_A G_B) ascending, via symmetric cores, with a backward that only uses gλ.
+    """λ = eig(G_A G_B) ascending, via the r × r core K = C_B C_Aᵀ, with a backward that only uses gλ.
 
-    Forward: G_B = CᵀC, M = C G_A Cᵀ = W Λ Wᵀ; and G_A = C'ᵀC', M' = C' G_B C'ᵀ = W' Λ W'ᵀ.
-    Backward, for a symmetric function F = Σ f(λ_i) (gλ_i = f'(λ_i)):
+    Forward: K = W Σ W'ᵀ (one SVD), λ = σ². Then M = K Kᵀ = C_B G_A C_Bᵀ = W Λ Wᵀ and
+    M' = KᵀK = C_A G_B C_Aᵀ = W' Λ W'ᵀ. Backward, for a symmetric function F = Σ f(λ_i)
+    (gλ_i = f'(λ_i)):
 
-        ∂F/∂G_A = Cᵀ W diag(gλ) Wᵀ C,    ∂F/∂G_B = C'ᵀ W' diag(gλ) W'ᵀ C'
+        ∂F/∂G_A = C_Bᵀ W diag(gλ) Wᵀ C_B,    ∂F/∂G_B = C_Aᵀ W' diag(gλ) W'ᵀ C_A
 
-    (= G_B f'(G_A G_B) and G_A f'(G_B G_A) for polynomial f). No 1/(λ_i − λ_j) appears, so
-    repeated and zero singular values give finite gradients. For a non-symmetric use of λ (one
-    chosen λ_i inside a repeated cluster) the result is a valid but arbitrary subgradient.
+    (= G_B f'(G_A G_B) and G_A f'(G_B G_A) for polynomial f; each holds for any root C with
+    CᵀC = G, since M depends on G_A only through C_B G_A C_Bᵀ with C_B fixed). No 1/(λ_i − λ_j)
+    appears, so repeated and zero singular values give finite gradients. For a non-symmetric use
+    of λ (one chosen λ_i inside a repeated cluster) the result is a valid but arbitrary subgradient.
     """
 
     @staticmethod
     def forward(ctx, G_A, G_B):
-        C = _psd_root(G_B)
-        C2 = _psd_root(G_A)
-        lam, W = torch.linalg.eigh(C @ G_A @ C.mT)
-        lam2, W2 = torch.linalg.eigh(C2 @ G_B @ C2.mT)
-        ctx.save_for_backward(C, W, C2, W2)
-        return lam
+        K, C_B, C_A = _core(G_A, G_B)
+        W, sigma, W2h = torch.linalg.svd(K)
+        ctx.save_for_backward(C_B, W, C_A, W2h.mT)
+        return (sigma * sigma).flip(-1)
 
     @staticmethod
     def backward(ctx, g):
-        C, W, C2, W2 = ctx.saved_tensors
+        C_B, W, C_A, W2 = ctx.saved_tensors
+        g = g.flip(-1)  # the singular values come descending
         grad_A = grad_B = None
         if ctx.needs_input_grad[0]:
-            CW = C.mT @ W
+            CW = C_B.mT @ W
             grad_A = (CW * g[..., None, :]) @ CW.mT
         if ctx.needs_input_grad[1]:
-            CW2 = C2.mT @ W2
+            CW2 = C_A.mT @ W2
             grad_B = (CW2 * g[..., None, :]) @ CW2.mT
         return grad_A, grad_B
 
 
 def gram_eigenvalues(G_A: torch.Tensor, G_B: torch.Tensor) -> torch.Tensor:
-    """The r eigenvalues of G_A G_B (= σ² of B·A, padded with zeros), ascending, clamped ≥ 0.
+    """The r eigenvalues of G_A G_B (= σ² of B·A, padded with zeros), ascending, ≥ 0.
 
-    Batched over leading dimensions; differentiable (see :class:`_GramEigenvalues`).
+    Batched over leading dimensions; differentiable (see :class:`_GramEigenvalues`). Without a
+    gradient to track only the singular values of K are computed.
     """
-    return _GramEigenvalues.apply(G_A, G_B).clamp(min=0)
+    if torch.is_grad_enabled() and (G_A.requires_grad or G_B.requires_grad):
+        return _GramEigenvalues.apply(G_A, G_B)
+    sigma = torch.linalg.svdvals(_core(G_A, G_B)[0])
+    return (sigma * sigma).flip(-1)
 
 
 def spectra_from_grams(G_A: torch.Tensor, G_B: torch.Tensor, scaling: torch.Tensor, k: int) -> torch.Tensor:

@@ -16,7 +16,8 @@ import numpy as np
 DEFAULTS = {"contexts": 4, "responses": 6, "dim": 4, "beta": 1.0, "gamma": 6.0, "radius": 1.0, "kl": "ref_to_policy"}
 
 
-def add_instance_arguments(p: argparse.ArgumentParser) -> None:
+def add_instance_arguments(p: argparse.ArgumentParser, outputs: bool = True) -> None:
+    """The instance flags, and unless ``outputs`` is False also --json, --plot and --samples."""
     g = p.add_argument_group("instance")
     g.add_argument("--instance", type=Path, help="instance JSON file (default: a built-in random instance)")
     g.add_argument("--seed", type=int, default=0, help="seed of the random instance and of the searches")
@@ -29,6 +30,8 @@ def add_instance_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--radius", type=float, help=f"override the ball radius R (random default {DEFAULTS['radius']})")
     g.add_argument("--kl", choices=["ref_to_policy", "policy_to_ref"], help="override the KL direction")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    if not outputs:
+        return
     p.add_argument("--plot", type=Path, metavar="DIR", help="write PNG figures into DIR")
     p.add_argument("--samples", type=_positive_int, default=200, help="ball points at which Hessians are evaluated")
 
@@ -223,6 +226,10 @@ def add_check_parser(sub) -> None:
     from sail.theory.llm.command import add_llm_parser  # light: the checker itself is imported when it runs
 
     add_llm_parser(checks)
+
+    from sail.theory.certify.command import add_certify_parsers  # light: the search is imported when it runs
+
+    add_certify_parsers(checks, add_instance_arguments, build_instance)
 
 
 def cmd_kl_estimators(args) -> int:
