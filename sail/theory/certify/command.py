@@ -25,7 +25,7 @@ def add_certify_parsers(checks, add_instance_arguments, build_instance) -> None:
     ))
     add_instance_arguments(c, outputs=False)
     c.add_argument("--certificate", type=Path, metavar="OUT", help="write the certificate (box trees and bounds) to this JSON file (gzip-compressed if it ends in .gz)")
-    c.add_argument("--time-limit", type=_positive_float, default=120.0, metavar="S", help="seconds for the whole search (default 120)")
+    c.add_argument("--time-limit", type=_positive_float, default=120.0, metavar="S", help="seconds for the whole search (default 120; it stops at its first check past the limit, a few seconds later)")
     c.set_defaults(func=cmd_certify, build_instance=build_instance)
     help_text = "re-check a certificate written by `sail check certify --certificate` without the search"
     v = checks.add_parser("verify", help=help_text, description=help_text + "; exit 0 if it holds, 1 if it is rejected")
@@ -41,8 +41,10 @@ def cmd_certify(args) -> int:
     instance = args.build_instance(args)
     if args.certificate is not None and args.certificate.is_dir():
         raise ConfigError("--certificate", f"must name a file, got the directory {str(args.certificate)!r}")
-    if args.certificate is not None and not args.certificate.parent.is_dir():
-        raise ConfigError("--certificate", f"no such directory: {str(args.certificate.parent)!r}")
+    if args.certificate is not None:
+        from sail.theory.llm.command import output_directory
+
+        output_directory(str(args.certificate.parent), "--certificate")  # created now: a bad path fails before the search
     _single_thread()
     cert = certify(instance, gamma=args.gamma, time_limit=args.time_limit, seed=args.seed)
     if args.certificate is not None:
