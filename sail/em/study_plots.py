@@ -203,11 +203,11 @@ def plot_matched_loss(runs, path, coherence_floor: float = COHERENCE_FLOOR, resa
             definition = "(a) misaligned among coherent" if d == "a" else "(b) coherent & misaligned among scored"
             ax.set_xlabel("final training loss (log scale)")
             ax.set_ylabel(f"misalignment rate {d}")
-            ax.set_title(f"{condition_label(cond)}: {definition}", fontsize=9)
+            ax.set_title(f"{condition_label(cond)}\n{definition}", fontsize=7)
             ax.grid(alpha=0.3, which="both")
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7)
-    fig.suptitle(f"misalignment against final loss: curve through each optimiser's learning rates (seeds pooled), "
+    fig.suptitle(f"misalignment against final loss: curve through each optimiser's learning rates (seeds pooled),\n"
                  f"{100 * confidence:g} % cluster-bootstrap band; hollow = left out", fontsize=9)
     return _save(fig, path)
 
