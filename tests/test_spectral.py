@@ -112,28 +112,24 @@ def test_peft_factors_spectra_and_rslora_scaling(peft_model):
         assert torch.allclose(spectra[f.name], ref, atol=1e-5)
 
 
-def test_gram_products_split_over_threads_equal_the_plain_products(monkeypatch):
-    """With 3 threads, d = 1536 and d = 768 are cut into 3 slices (one bmm of strided views);
-    Grams and their backward equal the one-product path, and the gradients stay contiguous."""
-    import sail.spectral.gram as gram
+def test_one_thread_restores_the_thread_count_and_leaves_results_unchanged():
+    from sail.spectral.gram import one_thread
 
-    factors = [random_factor(8, 1536, 768, s, dtype=torch.float64, name=f"m{s}") for s in range(2)]
     threads = torch.get_num_threads()
-    torch.set_num_threads(3)
+    torch.set_num_threads(2)
     try:
-        assert gram._parts(1536) == 3 and gram._parts(768) == 3 and gram._parts(700) == 2 and gram._parts(500) == 1
-        results = []
-        for split_min in (gram.SPLIT_MIN, 10**9):
-            monkeypatch.setattr(gram, "SPLIT_MIN", split_min)
-            leaves = [_leaf(f) for f in factors]
-            G_A, G_B = factor_grams(leaves)
-            ((G_A * G_A).sum() + (G_B @ G_B).sum()).backward()
-            results.append((G_A, G_B, [x.grad for f in leaves for x in (f.A, f.B)]))
+        f = random_factor(6, 700, 300, 4, dtype=torch.float64)
+        expected = penalty([_leaf(f)], kind="entropy")
+        with one_thread(torch.device("cpu")):
+            assert torch.get_num_threads() == 1
+            inner = penalty([_leaf(f)], kind="entropy")
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), one_thread(torch.device("cpu")):
+            raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2
+        assert inner.item() == pytest.approx(expected.item(), rel=1e-12)
     finally:
         torch.set_num_threads(threads)
-    (A1, B1, g1), (A2, B2, g2) = results
-    assert torch.allclose(A1, A2, rtol=1e-12) and torch.allclose(B1, B2, rtol=1e-12)
-    assert all((x - y).abs().max() <= 1e-12 * y.abs().max() and x.is_contiguous() for x, y in zip(g1, g2))
 
 
 # --- flatness metrics ------------------------------------------------------------------------------
