@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# GPU throughput figures (prepared for one H100; about 8 minutes, the 8B MFU run last and optional): random-init Qwen3 shapes with
-# Qwen3's vocabulary, bf16. Writes JSON into ${OUT:-benchmarks/gpu}. Run from the repository root
+# GPU throughput figures (prepared for one H100 or H200; not yet timed on a GPU: each run is capped by
+# its timeout below, about 21 minutes in all, the 8B MFU run last and optional): random-init Qwen3
+# shapes with Qwen3's vocabulary, bf16. Writes JSON into ${OUT:-benchmarks/gpu}. Run from the repository root
 # with the package and the bench extra installed:  pip install -e '.[bench]' && bash benchmarks/gpu.sh
 set -euo pipefail
 OUT="${OUT:-benchmarks/gpu}"

@@ -348,3 +348,74 @@ def test_the_coherence_floor_reaches_the_analysis_and_reuses_the_runs(tiny_organ
     again = json.loads((out / "results.json").read_text())
     assert again["runs"] == first["runs"] and again["analysis"]["coherence_floor"] == 100.0
     assert len(again["analysis"]["incoherent_runs"]) == len(again["runs"])  # no run of the tiny organism is fully coherent
+
+
+
+def test_penalty_cost_pairs_each_penalised_cell_with_lambda_zero_at_the_same_rate():
+    """The penalty raises every final loss by 10 % and lowers the rate by 0.03 at each rate: the
+    cost table reads exactly that, and the held-out change is the difference of the means."""
+    from sail.em.analysis import analyse, headline_lines
+
+    runs = []
+    for i, x in enumerate((-1.0, -0.6, -0.2)):
+        for seed in (0, 1, 2):
+            runs.append(_counts_row("adamw", 10.0 ** -(i + 2), seed, x, 0.2))
+            runs.append(_counts_row("adamw", 10.0 ** -(i + 2), seed, x + math.log(1.1), 0.17, spectral_coef=1.0, penalty_kind="pr"))
+    runs.append(_counts_row("adamw", 1e-5, 0, -0.1, 0.1, spectral_coef=1.0, penalty_kind="pr"))  # no λ = 0 cell at this rate
+    out = analyse(runs, resamples=50, baseline=BASELINE)
+    costs = out["penalty_cost"]
+    assert [(c["lr"], c["penalty_kind"], c["spectral_coef"], c["n_runs"]) for c in costs] == [(10.0 ** -(i + 2), "pr", 1.0, [3, 3]) for i in range(3)]
+    for c, x in zip(costs, (-1.0, -0.6, -0.2)):
+        assert c["train_loss_change"]["value"] == pytest.approx(0.1) and c["train_loss_change"]["ci"] == pytest.approx([0.1, 0.1])
+        assert c["heldout_loss_change"]["value"] == pytest.approx(0.1 * math.exp(x))
+        assert c["a"]["reference"]["value"] == pytest.approx(0.2) and c["a"]["difference"]["value"] == pytest.approx(-0.03)
+    assert any("adamw lr 0.01 pr λ=1: train loss +0.100" in line and "diff -0.030" in line for line in headline_lines(out))
+
+
+def test_organisms_are_also_compared_at_matched_loss_relative_to_their_base_loss():
+    """Two organisms on one curve of the rate against log(L/L̄₀), the small one with half the base
+    loss: at matched absolute loss they differ, at matched relative loss they agree (0)."""
+    from sail.em.analysis import analyse, base_losses
+
+    runs = []
+    for organism, base in (("default", 0.8), ("small", 0.4)):
+        for i, rel in enumerate((-1.0, -0.6, -0.2)):
+            for seed in (0, 1):
+                row = _counts_row("adamw", 10.0 ** -(i + 2), seed, rel + math.log(base), _rate_at(rel - 0.5), organism=organism)
+                runs.append(dict(row, loss_trajectory=[base * (1 + 0.01 * (seed - 0.5)), 0.5]))
+    assert base_losses(runs) == pytest.approx({"default": 0.8, "small": 0.4})
+    out = analyse(runs, resamples=50, baseline=BASELINE)
+    (absolute,) = out["matched_loss_across"]["organism"]
+    assert all(abs(lv["a"]["difference"]["value"]) > 0.05 for lv in absolute["pairs"][0]["levels"])
+    relative = out["matched_relative_loss"]
+    assert relative["base_loss"] == pytest.approx({"default": 0.8, "small": 0.4})
+    (block,) = relative["organism"]
+    (pair,) = block["pairs"]
+    assert pair["optimizers"] == ["organism=default", "organism=small"]
+    assert [lv["a"]["difference"]["value"] for lv in pair["levels"]] == pytest.approx([0.0] * 3, abs=1e-12)
+    assert [lv["final_train_loss"] for lv in pair["levels"]] == pytest.approx([math.exp(-1.0 + q * 0.8) for q in (0.25, 0.5, 0.75)])
+    # one organism (or rows without trajectories): nothing to compare
+    assert analyse([r for r in runs if r["organism"] == "default"], resamples=20, baseline=BASELINE)["matched_relative_loss"] is None
+
+
+def test_the_spread_at_matched_loss_is_max_over_min_of_the_plain_optimisers():
+    """Three optimisers at 1×, 2× and ½× one rate curve (and a Muon option set at 3×, which is not
+    one of the plain optimisers): max/min is 4 at every level, 2 without the lowest (SGD)."""
+    from sail.em.analysis import analyse
+
+    runs = []
+    for name, factor, point in (("adamw", 1.0, {}), ("muon", 2.0, {}), ("sgd", 0.5, {}), ("muon", 3.0, {"options": {"muon_on": "B"}})):
+        for i, x in enumerate((-1.0, -0.6, -0.2)):
+            x += 0.04 * (name == "sgd")  # a range that starts later: the common range is −0.96 … −0.2
+            for seed in (0, 1):
+                runs.append(_counts_row(name, 10.0 ** -(i + 2), seed, x, factor * _rate_at(x), **point))
+    runs.append(_counts_row("lion", 1e-3, 0, -0.5, 0.9))  # one rate: no curve
+    spread = analyse(runs, resamples=50, baseline=BASELINE)["matched_spread"]
+    assert spread["curves"] == ["adamw", "muon", "sgd"]
+    assert spread["overlap"] == pytest.approx([math.exp(-0.96), math.exp(-0.2)])  # the range all three cover
+    for level in spread["levels"]:
+        e = level["a"]
+        assert e["max_over_min"]["value"] == pytest.approx(4.0) and (e["highest"], e["lowest"]) == ("muon", "sgd")
+        assert e["without_lowest"]["value"] == pytest.approx(2.0)
+        lo, hi = e["max_over_min"]["ci"]
+        assert lo <= 4.0 + 1e-6 and hi >= 4.0 - 1e-6

@@ -132,6 +132,72 @@ def test_one_thread_restores_the_thread_count_and_leaves_results_unchanged():
         torch.set_num_threads(threads)
 
 
+def test_split_map_equals_one_call_and_keeps_the_grad_mode():
+    from sail.spectral.gram import split_map
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        K = torch.randn(9, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        parts = split_map(lambda lo, hi: [torch.linalg.svdvals(K[lo:hi])], len(K), K.device)
+        assert len(parts) == 2 and torch.equal(torch.cat(parts), torch.linalg.svdvals(K))
+        seen = split_map(lambda lo, hi: [(lo, hi, torch.is_grad_enabled())], 5, K.device)
+        assert [s[:2] for s in seen] == [(0, 2), (2, 5)] and all(s[2] for s in seen)
+        with torch.no_grad():
+            assert not any(s[2] for s in split_map(lambda lo, hi: [(lo, hi, torch.is_grad_enabled())], 5, K.device))
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        assert split_map(lambda lo, hi: [(lo, hi)], 5, K.device) == [(0, 5)]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_fresh_buffer_hands_a_mapping_out_again_only_once_its_views_are_gone(monkeypatch):
+    from sail.spectral import memory
+
+    monkeypatch.setattr(memory, "MIN_BYTES", 0)
+    monkeypatch.setattr(memory, "_pool", {})
+    first = memory.fresh_buffer(1000, torch.float32)
+    assert first.shape == (1000,) and first.dtype == torch.float32
+    address = first.data_ptr()
+    view = first[10:20].view(2, 5)
+    del first
+    second = memory.fresh_buffer(1000, torch.float32)  # a view of the first is alive: a new mapping
+    assert second.data_ptr() != address
+    held = memory.fresh_buffer(1000, torch.float32)  # beyond POOL_SIZE mappings: plain torch.empty
+    assert held.data_ptr() not in (address, second.data_ptr()) and len(memory._pool[4000]) == memory.POOL_SIZE
+    del view
+    assert memory.fresh_buffer(1000, torch.float32).data_ptr() == address  # now free: the same, warm pages
+    assert memory.fresh_buffer(10, torch.float64, "meta").device.type == "meta"  # other devices: torch.empty
+
+
+def test_penalty_gradients_from_the_pool_are_exact_and_never_overwritten(monkeypatch):
+    """With every gradient of a backward pass a view of one pooled mapping, the gradients equal those
+    of plain tensors bit for bit, and gradients still referenced are not overwritten by later passes."""
+    from sail.spectral import memory
+
+    factors = [_leaf(random_factor(4, 50 + i, 30 + 2 * i, seed=i)) for i in range(5)]
+    params = [t for f in factors for t in (f.A, f.B)]
+
+    def grads(kind):
+        for p in params:
+            p.grad = None
+        penalty(factors, kind=kind).backward()
+        return [p.grad for p in params]
+
+    monkeypatch.setattr(memory, "MIN_BYTES", 1 << 40)
+    plain = {kind: [g.clone() for g in grads(kind)] for kind in PENALTY_KINDS}
+    monkeypatch.setattr(memory, "MIN_BYTES", 0)
+    monkeypatch.setattr(memory, "_pool", {})
+    kept = grads("pr")
+    assert kept[0]._base is not None or kept[0].data_ptr() != kept[2].data_ptr()
+    for kind in PENALTY_KINDS:
+        for g, ref in zip(grads(kind), plain[kind]):
+            assert torch.equal(g, ref)
+    for g, ref in zip(kept, plain["pr"]):  # three more passes ran while these were held
+        assert torch.equal(g, ref)
+
+
 # --- flatness metrics ------------------------------------------------------------------------------
 def test_flatness_of_known_spectra():
     flat = flatness(torch.full((6,), 2.0))

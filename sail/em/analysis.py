@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -201,12 +202,24 @@ class Replicates:
     def cell_points(self, groups: Sequence[Sequence[int]]) -> tuple[np.ndarray, dict]:
         """For groups of runs (cells): per row, the seed-weighted mean log loss ``[B + 1, P]`` and,
         per definition, the pooled rate Σnum/Σden ``[B + 1, P]`` (NaN where a group has no weight)."""
-        member = np.zeros((len(self.runs), len(groups)))
-        for j, idx in enumerate(groups):
-            member[list(idx), j] = 1.0
+        member = self._membership(groups)
         x = stats.safe_ratio((self.seed_weight * self.log_loss) @ member, self.seed_weight @ member)
         y = {d: stats.safe_ratio(self.num[d] @ member, self.den[d] @ member) for d in self.num}
         return x, y
+
+    def cell_means(self, values: Sequence[float | None], groups: Sequence[Sequence[int]]) -> np.ndarray:
+        """Per row, the seed-weighted mean of a per-run quantity over each group ``[B + 1, P]``
+        (runs whose value is None or NaN left out; NaN where a group has none)."""
+        v = np.array([np.nan if x is None else float(x) for x in values])
+        known = ~np.isnan(v)
+        member = self._membership(groups) * known[:, None]
+        return stats.safe_ratio((self.seed_weight * np.where(known, v, 0.0)) @ member, self.seed_weight @ member)
+
+    def _membership(self, groups: Sequence[Sequence[int]]) -> np.ndarray:
+        member = np.zeros((len(self.runs), len(groups)))
+        for j, idx in enumerate(groups):
+            member[list(idx), j] = 1.0
+        return member
 
 
 def replicates(runs: Sequence[dict], resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Replicates:
@@ -331,8 +344,10 @@ def matched_loss(rep: Replicates, confidence: float = DEFAULT_CONFIDENCE, quanti
             x, y = points[name] = rep.cell_points([cells[k] for k in keys])
             order = np.argsort(x[0])
             heldout = [[rep.runs[i].get("heldout_loss") for i in cells[keys[j]]] for j in order]
+            coherence = [[rep.runs[i].get("coherence") for i in cells[keys[j]]] for j in order]
             curves[name] = {"lr": [keys[i][1] for i in order], "final_train_loss": np.exp(x[0, order]).tolist(),
                             "heldout_loss": [None if any(h is None for h in hs) else float(np.mean(hs)) for hs in heldout],
+                            "coherence": [float(np.mean(cs)) for cs in coherence],
                             **{d: [None if np.isnan(v) else float(v) for v in y[d][0, order]] for d in RATE_NAMES}}
         names = list(curves)
         if reference_label in curves:
@@ -386,6 +401,106 @@ def loss_curve(rep: Replicates, groups: Sequence[Sequence[int]], definition: str
     lower, upper, undefined = stats.percentile_interval(values[1:], confidence)
     lower[undefined > 0.5], upper[undefined > 0.5] = np.nan, np.nan
     return {"loss": np.exp(x[0, order]), "rate": y[definition][0, order], "grid": np.exp(grid), "lower": lower, "upper": upper}
+
+
+def matched_spread(rep: Replicates, where: dict | None = None, confidence: float = DEFAULT_CONFIDENCE,
+                   quantiles: Sequence[float] = MATCHED_LOSS_QUANTILES) -> dict | None:
+    """The spread of misalignment across the optimisers at matched final loss: the optimisers with
+    their default options (no option set) among the runs ``where`` says (:func:`in_condition`; the
+    study passes its baseline condition), each a curve as in :func:`matched_loss`, compared at the
+    ``quantiles`` of the range of log loss that *every* curve covers.
+
+    Per level and definition: each curve's rate, and max/min over the curves of the rates, with the
+    maximum and the minimum taken again in every resample (so the interval covers the selection);
+    ``without_lowest``: the same ratio once the curve that is lowest at the point estimate is left
+    out. None with fewer than 2 curves or no common range."""
+    idx = [i for i, r in enumerate(rep.runs) if not r.get("options") and (where is None or in_condition(r, where))]
+    by_curve: dict[str, list[list[int]]] = defaultdict(list)
+    for key, members in rep.cells(idx).items():
+        by_curve[key[0]].append(members)
+    points = {name: rep.cell_points(groups) for name, groups in by_curve.items() if len(groups) >= 2}
+    if len(points) < 2:
+        return None
+    lo = max(float(np.nanmin(x[0])) for x, _ in points.values())
+    hi = min(float(np.nanmax(x[0])) for x, _ in points.values())
+    names = list(points)
+    out = {"curves": names, "overlap": None, "levels": []}
+    if not lo < hi:
+        return out
+    out["overlap"] = [math.exp(lo), math.exp(hi)]
+    at = lo + np.asarray(quantiles, dtype=float) * (hi - lo)
+    for j, level in enumerate(at):
+        row: dict = {"final_train_loss": float(np.exp(level))}
+        for d in RATE_NAMES:
+            values = np.column_stack([stats.interpolate_rows(x, y[d], [level])[:, 0] for x, y in points.values()])
+            lowest = int(np.nanargmin(values[0]))
+            rest = np.delete(values, lowest, axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a resample where every curve is undefined
+                ratio = np.nanmax(values, axis=1) / np.nanmin(values, axis=1)
+                ratio_rest = np.nanmax(rest, axis=1) / np.nanmin(rest, axis=1)
+            ratio[~np.isfinite(ratio)] = np.nan
+            ratio_rest[~np.isfinite(ratio_rest)] = np.nan
+            row[d] = {"rates": {name: _estimate(values[:, c], confidence) for c, name in enumerate(names)},
+                      "max_over_min": _estimate(ratio, confidence), "highest": names[int(np.nanargmax(values[0]))], "lowest": names[lowest],
+                      "without_lowest": _estimate(ratio_rest, confidence) if rest.shape[1] >= 2 else None}
+        out["levels"].append(row)
+    return out
+
+
+def penalty_cost(rep: Replicates, confidence: float = DEFAULT_CONFIDENCE) -> list[dict]:
+    """What the spectral penalty costs and buys at a fixed learning rate: each penalised cell (λ > 0)
+    against the cell with λ = 0 and otherwise the same point (optimiser and option set, rate,
+    organism, rank, rsLoRA), where both have coherent runs.
+
+    Per pair: the relative change of the final training loss (the ratio of the cells' seed-weighted
+    geometric means, minus 1), the change of the mean held-out loss, and each rate (a) and (b) with
+    the difference penalised − reference; intervals from the same two-way cluster bootstrap as
+    :func:`matched_loss` (the loss changes resample the seeds only, as the questions do not enter
+    them)."""
+    cells = rep.cells()
+    out = []
+    for key, idx in cells.items():
+        curve, lr, cond = key
+        named = dict(zip(CONDITION_KEYS, cond))
+        if named["spectral_coef"] <= 0:
+            continue
+        ref_key = (curve, lr, (0.0, None, *cond[2:]))
+        if ref_key not in cells:
+            continue
+        groups = [cells[ref_key], idx]
+        x, y = rep.cell_points(groups)
+        heldout = rep.cell_means([r.get("heldout_loss") for r in rep.runs], groups)
+        row = {"curve": curve, "lr": lr, **named, "n_runs": [len(g) for g in groups],
+               "final_train_loss": [float(np.exp(v)) for v in x[0]],
+               "train_loss_change": _estimate(np.expm1(x[:, 1] - x[:, 0]), confidence),
+               "heldout_loss": [None if np.isnan(v) else float(v) for v in heldout[0]],
+               "heldout_loss_change": _estimate(heldout[:, 1] - heldout[:, 0], confidence)}
+        for d in RATE_NAMES:
+            row[d] = {"reference": _estimate(y[d][:, 0], confidence), "penalised": _estimate(y[d][:, 1], confidence),
+                      "difference": _estimate(y[d][:, 1] - y[d][:, 0], confidence)}
+        out.append(row)
+    out.sort(key=lambda r: (r["curve"], r["penalty_kind"] or "", r["spectral_coef"], -r["lr"], condition_order([r[k] for k in CONDITION_KEYS[2:]])))
+    return out
+
+
+def base_losses(runs: Sequence[dict]) -> dict:
+    """Each organism's base training loss L̄₀: the mean over its runs of the first step's loss (the
+    adapter starts at ΔW = 0, so it is the base model's loss on one batch of the narrow data)."""
+    first: dict = defaultdict(list)
+    for r in runs:
+        if r.get("loss_trajectory"):
+            first[r.get("organism")].append(float(r["loss_trajectory"][0]))
+    return {organism: float(np.mean(v)) for organism, v in first.items()}
+
+
+def relative_loss(rep: Replicates, base: dict) -> Replicates | None:
+    """``rep`` with each run's log final loss taken relative to its organism's base loss,
+    log(L / L̄₀) (:func:`base_losses`); None when a run's organism has no base loss."""
+    if any(r.get("organism") not in base for r in rep.runs):
+        return None
+    shift = np.log([base[r.get("organism")] for r in rep.runs]) if rep.runs else np.zeros(0)
+    return replace(rep, log_loss=rep.log_loss - shift)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,6 +579,11 @@ def analyse(runs: Sequence[dict], coherence_floor: float = COHERENCE_FLOOR, resa
       condition (sweep-point keys → values, :func:`in_condition`; the study passes λ = 0 and its
       default organism, option set, rank and rsLoRA, so no other axis is pooled into them; None:
       every run); ``loss_alignment_by_condition``: R² pooled and stratified within each condition;
+    * ``matched_spread`` (:func:`matched_spread`): max/min of the rates across the optimisers at
+      matched loss in the ``baseline`` condition;
+    * ``penalty_cost`` (:func:`penalty_cost`): each penalised cell against λ = 0 at the same rate;
+      ``matched_relative_loss``: the organisms at matched L/L̄₀ (:func:`_matched_relative_loss`,
+      the base losses from all runs, coherent or not);
     * the Spearman correlation of flatness with rate (a) and the mean rate (a) per spectral
       coefficient, both over all runs."""
     kept = [r for r in runs if is_coherent(r, coherence_floor)]
@@ -502,6 +622,9 @@ def analyse(runs: Sequence[dict], coherence_floor: float = COHERENCE_FLOOR, resa
                       "confidence": float(confidence), "n_seeds": n_seeds, "n_questions": len(rep.table.questions) if rep.table.by_question else None},
         "matched_loss": matched_loss(rep, confidence),
         "matched_loss_across": {across: matched_loss(rep, confidence, across=across, reference=baseline) for across in COMPARED if across != "optimizer"},
+        "matched_relative_loss": _matched_relative_loss(rep, base_losses(runs), confidence, baseline),
+        "penalty_cost": penalty_cost(rep, confidence),
+        "matched_spread": matched_spread(rep, baseline, confidence),
         "cells": cells,
         "icc": icc,
         "spread": optimizer_spread(base),
@@ -509,6 +632,16 @@ def analyse(runs: Sequence[dict], coherence_floor: float = COHERENCE_FLOOR, resa
         "flatness_vs_misalignment_spearman": spearman([f for f, _ in flat], [m for _, m in flat]),
         "misalignment_by_spectral_coef": {str(c): float(np.mean(v)) for c, v in sorted(by_penalty.items())},
     }
+
+
+def _matched_relative_loss(rep: Replicates, base: dict, confidence: float, baseline: dict | None) -> dict | None:
+    """The organisms compared at matched *relative* final loss L/L̄₀ (:func:`relative_loss`), where
+    the study has more than one organism: organisms whose base losses differ have fitted the narrow
+    data to different degrees at one absolute loss."""
+    rel = relative_loss(rep, base)
+    if rel is None or len({r.get("organism") for r in rep.runs}) < 2:
+        return None
+    return {"base_loss": base, "loss": "final_train_loss / base_loss", "organism": matched_loss(rel, confidence, across="organism", reference=baseline)}
 
 
 def _fmt_ci(e: dict, signed: bool = False) -> str:
@@ -559,6 +692,26 @@ def headline_lines(analysis: dict) -> list[str]:
             lines.append(f"Misalignment at matched final training loss across {ACROSS_TITLES.get(across, across)}, within each optimiser:")
             for block in blocks:
                 lines += _pair_lines(block)
+    spread = analysis.get("matched_spread")
+    if spread and spread["levels"]:
+        lines.append(f"Spread across {', '.join(spread['curves'])} at matched loss (baseline condition), max/min of rate (a):")
+        for level in spread["levels"]:
+            e = level["a"]
+            rest = "" if e["without_lowest"] is None else f"; without {e['lowest']} {_fmt_ci(e['without_lowest'])}"
+            lines.append(f"  loss {level['final_train_loss']:.3f}: {_fmt_ci(e['max_over_min'])} ({e['highest']} over {e['lowest']}){rest}")
+    relative = analysis.get("matched_relative_loss")
+    if relative and any(block["pairs"] for block in relative["organism"]):
+        bases = ", ".join(f"{k} {v:.3f}" for k, v in relative["base_loss"].items())
+        lines.append(f"Misalignment at matched relative final loss L/L̄₀ across the organism (base losses L̄₀: {bases}):")
+        for block in relative["organism"]:
+            lines += _pair_lines(block)
+    if analysis.get("penalty_cost"):
+        lines.append("The spectral penalty at a fixed learning rate against λ = 0 (train loss change, held-out loss change, rate (a) change):")
+        for c in analysis["penalty_cost"]:
+            star = "*" if c["a"]["difference"]["ci"] and (c["a"]["difference"]["ci"][0] > 0 or c["a"]["difference"]["ci"][1] < 0) else ""
+            lines.append(f"  {c['curve']} lr {c['lr']:g} {c['penalty_kind']} λ={c['spectral_coef']:g}: train loss {_fmt_ci(c['train_loss_change'], True)} (relative), "
+                         f"held-out {_fmt_ci(c['heldout_loss_change'], True)}, (a) {_fmt_ci(c['a']['reference'])} → {_fmt_ci(c['a']['penalised'])}, "
+                         f"diff {_fmt_ci(c['a']['difference'], True)}{star}")
     f = analysis["f_tests"]
 
     def ftest(t):

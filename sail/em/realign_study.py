@@ -76,7 +76,7 @@ class RealignSweepConfig:
 
     methods: list[Literal["sail-revkl", "sail", "online-dpo"]] = field(default_factory=lambda: list(METHODS))
     """``sail-revkl`` (the recipe's objective), ``sail`` (vanilla SAIL, γ = 0), ``online-dpo`` (no score term)."""
-    optimizers: list[Literal["adamw", "sgd", "lion", "muon"]] = field(default_factory=lambda: ["adamw", "lion", "muon", "sgd"])
+    optimizers: list[Literal["adamw", "adam", "sgd", "lion", "muon"]] = field(default_factory=lambda: ["adamw", "lion", "muon", "sgd"])
     """Inner-update optimisers (:mod:`sail.optim`)."""
     lrs: dict = field(default_factory=lambda: {"adamw": [1e-3], "lion": [3e-4], "muon": [1e-3], "sgd": [0.1]})
     """Learning rates per optimiser (see docs/em_study.md for how the defaults were chosen)."""

@@ -514,7 +514,7 @@ def merge_results(cfg: StudyConfig, out_dir: str | Path, final: bool = True, sta
             results["base_dirs"] = base_dirs
         if final and rows:
             results["analysis"] = analyse(rows, coherence_floor=cfg.coherence_floor, baseline=cfg.baseline())
-            results["plots"] = [p.name for p in plot_all(rows, out, coherence_floor=cfg.coherence_floor)]
+            results["plots"] = [p.name for p in plot_all(rows, out, coherence_floor=cfg.coherence_floor, baseline=cfg.baseline())]
         if started is not None:
             results["seconds_this_process"] = round(time.perf_counter() - started, 1)
         write_json_atomically(out / "results.json", results, indent=1, end="")

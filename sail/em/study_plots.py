@@ -1,7 +1,8 @@
 """The optimiser study's plots (PNG), from ``results.json``'s ``runs`` rows.
 
-* :func:`plot_loss_vs_alignment`: final alignment against log final training loss, one colour per
-  optimiser, the pooled OLS line and one line per optimiser (R² pooled vs stratified in the title);
+* :func:`plot_loss_vs_alignment`: final alignment against log final training loss over the
+  coherent runs of the baseline condition, one colour per optimiser, the pooled OLS line and one
+  line per optimiser (R² pooled vs stratified in the title, as ``analysis.loss_alignment``);
 * :func:`plot_trajectories`: each run's path in (log training loss, alignment) space over its
   checkpoints;
 * :func:`plot_misalignment_by_optimizer`: misalignment rate per optimiser and spectral coefficient
@@ -39,6 +40,7 @@ from sail.em.analysis import (  # noqa: E402
     condition_label,
     condition_order,
     curve_name,
+    in_condition,
     is_coherent,
     loss_alignment_r2,
     loss_curve,
@@ -47,7 +49,7 @@ from sail.em.analysis import (  # noqa: E402
 )
 from sail.plotting import save_figure  # noqa: E402
 
-OPTIMIZER_COLOURS = {"adamw": "tab:blue", "lion": "tab:orange", "muon": "tab:green", "sgd": "tab:red"}
+OPTIMIZER_COLOURS = {"adamw": "tab:blue", "adam": "tab:purple", "lion": "tab:orange", "muon": "tab:green", "sgd": "tab:red"}
 
 
 def _colour(name: str) -> str:
@@ -84,7 +86,11 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def plot_loss_vs_alignment(runs, path) -> Figure:
+def plot_loss_vs_alignment(runs, path, baseline: dict | None = None, coherence_floor: float = COHERENCE_FLOOR) -> Figure:
+    """Alignment against log final loss over the coherent runs of the ``baseline`` condition (all
+    coherent runs without one): the runs, one fitted line per optimiser and the pooled line, as
+    ``analysis.loss_alignment`` fits them."""
+    runs = [r for r in runs if is_coherent(r, coherence_floor) and (baseline is None or in_condition(r, baseline))]
     fit = loss_alignment_r2(runs)
     fig, ax = plt.subplots(figsize=(6, 4.2))
     xs_all = [np.log(r["final_train_loss"]) for r in runs if r.get("final_train_loss", 0) > 0]
@@ -105,9 +111,13 @@ def plot_loss_vs_alignment(runs, path) -> Figure:
         ax.plot(grid, p["intercept"] + p["slope"] * grid, "k--", lw=1.2, label="pooled")
     ax.set_xlabel("log final training loss (narrow fine-tune)")
     ax.set_ylabel("held-out mean alignment (0–100)")
-    ax.set_title(f"R² pooled {_fmt(fit['r2_pooled'])} vs optimiser-stratified {_fmt(fit['r2_stratified'])}\n(▲ = spectral penalty on)", fontsize=10)
+    where = "all coherent runs" if baseline is None else "coherent runs of the baseline condition"
+    if any(r.get("spectral_coef") for r in runs):
+        where += "; ▲ = spectral penalty on"
+    ax.set_title(f"R² pooled {_fmt(fit['r2_pooled'])} vs optimiser-stratified {_fmt(fit['r2_stratified'])}\n({where})", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     return _save(fig, path)
 
 
@@ -194,9 +204,8 @@ def plot_matched_loss(runs, path, coherence_floor: float = COHERENCE_FLOOR, resa
                 for hollow in (False, True):
                     rows = [r for r in mine if is_coherent(r, coherence_floor) == (not hollow)]
                     if rows:
-                        ax.scatter([r["final_train_loss"] for r in rows], [r[key] for r in rows], s=22, zorder=3, linewidths=1.2,
-                                   facecolors="none" if hollow else colour, edgecolors=colour,
-                                   label=f"{name}: coherence < {coherence_floor:g}" if hollow else None)
+                        ax.scatter([r["final_train_loss"] for r in rows], [r[key] for r in rows], s=18, zorder=3, linewidths=1.0,
+                                   facecolors="none" if hollow else colour, edgecolors=colour, alpha=0.8)
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(FormatStrFormatter("%.2g"))
             ax.xaxis.set_minor_formatter(FormatStrFormatter("%.2g"))
@@ -205,19 +214,20 @@ def plot_matched_loss(runs, path, coherence_floor: float = COHERENCE_FLOOR, resa
             ax.set_ylabel(f"misalignment rate {d}")
             ax.set_title(f"{condition_label(cond)}\n{definition}", fontsize=7)
             ax.grid(alpha=0.3, which="both")
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=7)
+            if d == "a" and ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=6, loc="upper right", framealpha=0.7)
     fig.suptitle(f"misalignment against final loss: curve through each optimiser's learning rates (seeds pooled),\n"
-                 f"{100 * confidence:g} % cluster-bootstrap band; hollow = left out", fontsize=9)
-    return _save(fig, path)
+                 f"{100 * confidence:g} % cluster-bootstrap band; hollow = coherence < {coherence_floor:g}, left out", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # room for the two-line title
+    return _write(fig, path)
 
 
-def plot_all(runs, out_dir, coherence_floor: float = COHERENCE_FLOOR) -> dict[Path, Figure]:
+def plot_all(runs, out_dir, coherence_floor: float = COHERENCE_FLOOR, baseline: dict | None = None) -> dict[Path, Figure]:
     """The study's five plots, saved in ``out_dir``: PNG path → the figure drawn into it
-    (``coherence_floor``: :func:`plot_matched_loss`'s)."""
+    (``coherence_floor``: the runs left out; ``baseline``: :func:`plot_loss_vs_alignment`'s)."""
     out = Path(out_dir)
     plots = {
-        "loss_vs_alignment.png": plot_loss_vs_alignment,
+        "loss_vs_alignment.png": functools.partial(plot_loss_vs_alignment, baseline=baseline, coherence_floor=coherence_floor),
         "trajectories.png": plot_trajectories,
         "misalignment_by_optimizer.png": plot_misalignment_by_optimizer,
         "flatness_vs_misalignment.png": plot_flatness_vs_misalignment,
