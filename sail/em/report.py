@@ -79,7 +79,7 @@ def pairs_table(analysis: dict, reference: str = "adamw") -> str:
             d = level["a"]["difference"]  # g − h
             cells.append(f"{level['final_train_loss']:.3f}: {_ci(level['a'][other])} ({_diff(_negated(d) if g == reference else d)})")
         rows.append([f"`{other}`", *cells])
-    return _table(["curve", "at ¼ of the overlap: rate (minus AdamW)", "at ½", "at ¾"], rows)
+    return _table(["curve", f"at ¼ of the overlap: rate (minus {reference})", "at ½", "at ¾"], rows)
 
 
 def peaks_table(analysis: dict) -> str:
@@ -98,22 +98,18 @@ def peaks_table(analysis: dict) -> str:
     return _table(["curve", "highest cell rate", "its lr", "its final loss", "its coherence", "runs below the floor"], rows)
 
 
-def _across_rows(blocks: list, label_of) -> list:
+def across_table(analysis: dict, across: str, relative: bool = False) -> str:
+    """One axis compared within each optimiser at matched loss (``relative``: the organisms at
+    matched L/L̄₀): each variant minus the reference curve (λ = 0, rank 8 α/r, the default organism),
+    which :func:`sail.em.analysis.matched_loss` puts first in every pair."""
+    blocks = analysis["matched_relative_loss"]["organism"] if relative else analysis["matched_loss_across"][across]
     rows = []
     for block in blocks:
         for pair in block["pairs"]:
-            if not pair["levels"]:
-                continue
-            g, h = pair["optimizers"]
-            rows.append([label_of(block, h), *(f"{lv['final_train_loss']:.3f}: {_diff(_negated(lv['a']['difference']))}" for lv in pair["levels"])])
-    return rows
-
-
-def across_table(analysis: dict, across: str, relative: bool = False) -> str:
-    """One axis compared within each optimiser at matched loss (``relative``: the organisms at
-    matched L/L̄₀): each variant minus the reference curve (λ = 0, rank 8 α/r, the default organism)."""
-    blocks = analysis["matched_relative_loss"]["organism"] if relative else analysis["matched_loss_across"][across]
-    rows = _across_rows(blocks, lambda block, h: f"`{block['curve']}` {h}")
+            if pair["levels"]:
+                variant = pair["optimizers"][1]
+                rows.append([f"`{block['curve']}` {variant}",
+                             *(f"{lv['final_train_loss']:.3f}: {_diff(_negated(lv['a']['difference']))}" for lv in pair["levels"])])
     return _table(["variant (minus the reference)", "at ¼ of the overlap", "at ½", "at ¾"], rows)
 
 

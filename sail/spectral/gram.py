@@ -124,23 +124,18 @@ class _Grams(torch.autograd.Function):
         xs = ctx.saved_tensors
         sym = g + g.mT
         needed = [x for x, need in zip(xs, ctx.needs_input_grad[1:]) if need]
-        flat = None
+        flat = None  # every gradient a view of one buffer of warm memory (sail.spectral.memory)
         if needed and not torch.is_grad_enabled() and len({(x.dtype, x.device) for x in needed}) == 1:
             flat = fresh_buffer(sum(x.numel() for x in needed), needed[0].dtype, needed[0].device)
-        outs, offset = [], 0
-        for x, need in zip(xs, ctx.needs_input_grad[1:]):
-            out = None
-            if need and flat is not None:  # every gradient a view of one fresh buffer (sail.spectral.memory)
-                out = flat[offset : offset + x.numel()].view(x.shape)
-                offset += x.numel()
-            outs.append(out)
-        gs = sym.unbind(0)
-
-        def products(lo, hi):
-            return [None if not need else torch.matmul(gi, x, out=out) if ctx.left else torch.matmul(x, gi, out=out)
-                    for x, gi, out, need in zip(xs[lo:hi], gs[lo:hi], outs[lo:hi], ctx.needs_input_grad[1 + lo : 1 + hi])]
-
-        return (None, *products(0, len(xs)))
+        grads, offset = [], 0
+        for x, gi, need in zip(xs, sym.unbind(0), ctx.needs_input_grad[1:]):
+            if not need:
+                grads.append(None)
+                continue
+            out = None if flat is None else flat[offset : offset + x.numel()].view(x.shape)
+            offset += x.numel()
+            grads.append(torch.matmul(gi, x, out=out) if ctx.left else torch.matmul(x, gi, out=out))
+        return (None, *grads)
 
 
 def factor_grams(
