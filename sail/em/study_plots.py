@@ -6,7 +6,8 @@
 * :func:`plot_trajectories`: each run's path in (log training loss, alignment) space over its
   checkpoints;
 * :func:`plot_misalignment_by_optimizer`: misalignment rate per optimiser and spectral coefficient
-  (mean over seeds and learning rates, whiskers min–max);
+  over the coherent runs of the baseline condition but for λ (mean over seeds and learning rates,
+  whiskers min–max);
 * :func:`plot_flatness_vs_misalignment`: the adapter's flatness against the misalignment rate;
 * :func:`plot_matched_loss`: both misalignment rates against final training loss (log scale), one
   row per condition (spectral coefficient, and penalty kind, LoRA rank, rsLoRA or organism where
@@ -142,7 +143,12 @@ def plot_trajectories(runs, path) -> Figure:
     return _save(fig, path)
 
 
-def plot_misalignment_by_optimizer(runs, path, rate_key: str = "misalignment_rate") -> Figure:
+def plot_misalignment_by_optimizer(runs, path, rate_key: str = "misalignment_rate", baseline: dict | None = None,
+                                   coherence_floor: float = COHERENCE_FLOOR) -> Figure:
+    """Rate per optimiser and spectral coefficient over the coherent runs of the ``baseline``
+    condition but for λ (all coherent runs without one): mean over seeds and learning rates."""
+    fixed = {k: v for k, v in (baseline or {}).items() if k != "spectral_coef"}
+    runs = [r for r in runs if is_coherent(r, coherence_floor) and in_condition(r, fixed)]
     names = _optimizers(runs)
     coefs = sorted({float(r.get("spectral_coef", 0.0)) for r in runs})
     width = 0.8 / max(1, len(coefs))
@@ -159,9 +165,11 @@ def plot_misalignment_by_optimizer(runs, path, rate_key: str = "misalignment_rat
         ax.bar(x, means, width, yerr=[lows, highs], capsize=3, label=f"spectral coef {coef:g}", alpha=0.85)
     ax.set_xticks(np.arange(len(names)), names)
     ax.set_ylabel("held-out misalignment rate" + (" (def. a)" if rate_key == "misalignment_rate" else " (def. b)"))
-    ax.set_title("misalignment after the narrow fine-tune (mean over seeds, lr; whiskers min–max)", fontsize=9)
+    where = "coherent runs" + ("" if baseline is None else ", baseline condition but λ")
+    ax.set_title(f"misalignment after the narrow fine-tune ({where})\nmean over seeds and learning rates, whiskers min–max", fontsize=9)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     return _save(fig, path)
 
 
@@ -224,12 +232,13 @@ def plot_matched_loss(runs, path, coherence_floor: float = COHERENCE_FLOOR, resa
 
 def plot_all(runs, out_dir, coherence_floor: float = COHERENCE_FLOOR, baseline: dict | None = None) -> dict[Path, Figure]:
     """The study's five plots, saved in ``out_dir``: PNG path → the figure drawn into it
-    (``coherence_floor``: the runs left out; ``baseline``: :func:`plot_loss_vs_alignment`'s)."""
+    (``coherence_floor``: the runs left out; ``baseline``: the condition of
+    :func:`plot_loss_vs_alignment` and :func:`plot_misalignment_by_optimizer`)."""
     out = Path(out_dir)
     plots = {
         "loss_vs_alignment.png": functools.partial(plot_loss_vs_alignment, baseline=baseline, coherence_floor=coherence_floor),
         "trajectories.png": plot_trajectories,
-        "misalignment_by_optimizer.png": plot_misalignment_by_optimizer,
+        "misalignment_by_optimizer.png": functools.partial(plot_misalignment_by_optimizer, baseline=baseline, coherence_floor=coherence_floor),
         "flatness_vs_misalignment.png": plot_flatness_vs_misalignment,
         "misalignment_at_matched_loss.png": functools.partial(plot_matched_loss, coherence_floor=coherence_floor),
     }

@@ -83,8 +83,9 @@ def split_map(fn, n: int, device: torch.device) -> list:
 
     For batches of small LAPACK calls, which torch makes one matrix after another on one thread:
     a batched SVD of 196 r × r cores (r = 32) took 14.6 ms whole and 7.4 ms cut in two on a 2-core
-    x86 VM. (The r × d Gram products gained nothing this way inside a penalty step: MKL's own
-    threads already split them.)
+    x86 VM, in isolation. Right after a two-thread op the gain shrinks, since libgomp's idle thread
+    spins on the other core before it sleeps (docs/inner_update.md); the r × d Gram products gained
+    nothing this way inside a penalty step.
     """
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads == 1 or n < 2:
