@@ -1,12 +1,12 @@
-"""Markdown tables of a finished optimiser study, from ``results.json``'s ``analysis`` (rate (a)).
+"""Markdown tables of a finished optimiser study, from ``results.json``'s ``analysis``.
 
 :func:`tables` returns each table by name; ``docs/em_study.md`` holds them between the markers
 ``<!-- table:NAME -->`` and ``<!-- /table -->``, :func:`fill` rewrites those blocks from a study and
 :func:`stale_blocks` names the blocks that differ from it (a test keeps the docs' figures equal to
 the committed study's). ``python -m sail.em.report RESULTS DOC`` rewrites the blocks of DOC.
 
-Every figure is rate (a) with its 95 % two-way cluster-bootstrap interval; ``*`` marks a difference
-whose interval excludes 0.
+Every figure is rate (a), and in the headline tables (b) beside it, with its 95 % two-way
+cluster-bootstrap interval; ``*`` marks a difference whose interval excludes 0.
 """
 
 from __future__ import annotations
@@ -47,14 +47,16 @@ def _table(header, rows) -> str:
 
 
 def spread_table(analysis: dict) -> str:
-    """The optimisers at the three matched-loss levels of ``matched_spread``, with max/min."""
+    """The optimisers at the three matched-loss levels of ``matched_spread``: rate (a) of each, and
+    max/min of both rates."""
     s = analysis["matched_spread"]
     rows = []
     for level in s["levels"]:
-        e = level["a"]
-        rows.append([f"{level['final_train_loss']:.3f}", *(_ci(e["rates"][c]) for c in s["curves"]),
-                     f"{_ci(e['max_over_min'], digits=2)} ({e['highest']}/{e['lowest']})", _ci(e["without_lowest"], digits=2)])
-    return _table(["final loss", *s["curves"], "max/min", "max/min without the lowest"], rows)
+        a, b = level["a"], level["b"]
+        rows.append([f"{level['final_train_loss']:.3f}", *(_ci(a["rates"][c]) for c in s["curves"]),
+                     f"{_ci(a['max_over_min'], digits=2)} ({a['highest']}/{a['lowest']})", _ci(a["without_lowest"], digits=2),
+                     f"{_ci(b['max_over_min'], digits=2)} ({b['highest']}/{b['lowest']})", _ci(b["without_lowest"], digits=2)])
+    return _table(["final loss", *s["curves"], "max/min (a)", "(a) without the lowest", "max/min (b)", "(b) without the lowest"], rows)
 
 
 def _baseline_block(analysis: dict) -> dict:
@@ -76,10 +78,10 @@ def pairs_table(analysis: dict, reference: str = "adamw") -> str:
         other = h if g == reference else g
         cells = []
         for level in pair["levels"]:
-            d = level["a"]["difference"]  # g − h
-            cells.append(f"{level['final_train_loss']:.3f}: {_ci(level['a'][other])} ({_diff(_negated(d) if g == reference else d)})")
+            diff = {d: level[d]["difference"] if g != reference else _negated(level[d]["difference"]) for d in ("a", "b")}  # other − reference
+            cells.append(f"{level['final_train_loss']:.3f}: {_ci(level['a'][other])} ({_diff(diff['a'])}); (b) {_diff(diff['b'])}")
         rows.append([f"`{other}`", *cells])
-    return _table(["curve", f"at ¼ of the overlap: rate (minus {reference})", "at ½", "at ¾"], rows)
+    return _table(["curve", f"at ¼ of the overlap: rate (a) (minus {reference}); (b) minus {reference}", "at ½", "at ¾"], rows)
 
 
 def peaks_table(analysis: dict) -> str:
