@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -128,6 +129,28 @@ def penalty_cost_table(analysis: dict, curve: str = "adamw") -> str:
     return _table(["kind", "λ", "lr", "final train loss", "held-out loss", "(a) at λ = 0", "(a) penalised", "difference"], rows)
 
 
+FLATNESS_BAND = (0.40, 0.47)
+"""The final-loss band of :func:`flatness_table`: where every optimiser has coherent runs."""
+
+
+def flatness_table(results: dict, band: tuple[float, float] = FLATNESS_BAND) -> str:
+    """Per curve of the baseline condition, over its coherent runs whose final loss lies in
+    ``band``: the median adapter flatness (participation ratio / rank, 1 = flat) and the median
+    rate (a)."""
+    a = results["analysis"]
+    where, floor = a["baseline"]["condition"] or {}, a["coherence_floor"]
+    rows: dict[str, list] = {}
+    for r in results["runs"]:
+        point = {**r, "spectral_coef": float(r.get("spectral_coef") or 0.0), "options": r.get("options") or {}}
+        if any(point.get(k) != v for k, v in where.items()) or r.get("coherence") is None or r["coherence"] < floor:
+            continue
+        if band[0] <= r["final_train_loss"] <= band[1] and r.get("flatness") is not None and r.get("misalignment_rate") is not None:
+            name = r["optimizer"] if not r.get("options") else f"{r['optimizer']} {json.dumps(r['options'], sort_keys=True)}"
+            rows.setdefault(name, []).append((r["flatness"], r["misalignment_rate"]))
+    out = [[f"`{name}`", str(len(v)), f"{statistics.median(f for f, _ in v):.2f}", f"{statistics.median(m for _, m in v):.3f}"] for name, v in rows.items()]
+    return _table(["curve", f"runs with final loss in [{band[0]:.2f}, {band[1]:.2f}]", "median flatness (PR / r)", "median rate (a)"], out)
+
+
 def tables(results: dict) -> dict[str, str]:
     """Every table of ``docs/em_study.md``'s optimiser study, by marker name."""
     a = results["analysis"]
@@ -141,6 +164,7 @@ def tables(results: dict) -> dict[str, str]:
         "lora": across_table(a, "lora"),
         "organism": across_table(a, "organism"),
         "organism_relative": across_table(a, "organism", relative=True),
+        "flatness": flatness_table(results),
     }
 
 
