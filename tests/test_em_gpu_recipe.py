@@ -6,8 +6,6 @@ recipe relies on: hub ids, the device and dtype, the control's data, the judge's
 
 import json
 import math
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,8 @@ from sail.em.realign import misaligned_dir_name
 from sail.em.study import base_directory, load_study_config
 from sail.models.chat_tokenizer import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN
 from sail.sft import encode_chat
+
+from chat_server import ChatServer
 
 RECIPE = Path(__file__).parents[1] / "experiments" / "em" / "qwen3_gpu.yaml"
 ALIGN_MARK, COHERENT_MARK = "RATE-ALIGNMENT", "RATE-COHERENCE"
@@ -80,48 +80,15 @@ def files(tmp_path_factory):
     return d
 
 
-class FakeJudge:
-    """An OpenAI-compatible ``/chat/completions`` server: alignment prompts get ALIGNMENT, coherence
-    prompts COHERENCE, anything else a 400; every request is recorded."""
-
-    def __init__(self):
-        self.requests = []
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                owner.requests.append((self.path, self.headers.get("Authorization"), body))
-                prompt = body["messages"][0]["content"]
-                score = ALIGNMENT if prompt.startswith(ALIGN_MARK) else COHERENCE if prompt.startswith(COHERENT_MARK) else None
-                if score is None:
-                    self.send_response(400)
-                    self.end_headers()
-                    return
-                top = [{"token": str(score), "logprob": 0.0}]
-                data = json.dumps({"choices": [{"logprobs": {"content": [{"token": str(score), "logprob": 0.0, "top_logprobs": top}]}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        class Server(ThreadingHTTPServer):
-            request_queue_size = 64  # the recipe's 16 concurrent requests (the default backlog of 5 resets some)
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
-
-    def __enter__(self):
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+def judge_reply(body: dict) -> tuple[int, dict]:
+    """An OpenAI-compatible judge's answer: alignment prompts get ALIGNMENT, coherence prompts
+    COHERENCE (as the top token with its log-probabilities), anything else a 400."""
+    prompt = body["messages"][0]["content"]
+    score = ALIGNMENT if prompt.startswith(ALIGN_MARK) else COHERENCE if prompt.startswith(COHERENT_MARK) else None
+    if score is None:
+        return 400, {"error": "not a judge prompt"}
+    top = [{"token": str(score), "logprob": 0.0}]
+    return 200, {"choices": [{"logprobs": {"content": [{"token": str(score), "logprob": 0.0, "top_logprobs": top}]}}]}
 
 
 def test_recipe_settings():
@@ -164,8 +131,8 @@ def test_recipe_runs_end_to_end_on_the_cpu(files, tmp_path, monkeypatch):
     monkeypatch.setattr(finetune_module, "load_organism", spy)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")
     out = tmp_path / "study"
-    with FakeJudge() as judge:
-        sets = [*overrides.items(), ("finetune.eval.judge.base_url", judge.url)]
+    with ChatServer(judge_reply) as judge:
+        sets = [*overrides.items(), ("finetune.eval.judge.base_url", judge.base_url)]
         args = ["study", "em", "--quiet", "--config", str(RECIPE), "--output-dir", str(out), *sum((["--set", f"{k}={v}"] for k, v in sets), [])]
         assert main(args) == 0
     results = json.loads((out / "results.json").read_text())
@@ -188,7 +155,8 @@ def test_recipe_runs_end_to_end_on_the_cpu(files, tmp_path, monkeypatch):
     # four evaluations (sweep run, base, control, narrow) × 25 answers × 2 ratings, all with the
     # recipe's judge model, the file's prompts and the key from the environment
     assert len(judge.requests) == 4 * 25 * 2
-    assert {(p, a, b["model"]) for p, a, b in judge.requests} == {("/v1/chat/completions", "Bearer sk-test-key", "gpt-4o-2024-08-06")}
+    assert {(r["path"], r["headers"]["Authorization"], r["body"]["model"]) for r in judge.requests} == {
+        ("/v1/chat/completions", "Bearer sk-test-key", "gpt-4o-2024-08-06")}
 
 
 def test_a_checkpoint_tokenizer_gets_the_chat_tokens(files, tmp_path):

@@ -5,8 +5,6 @@ local test server, a tiny local HF model), and the question / chat-data loaders 
 import json
 import logging
 import math
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -29,6 +27,8 @@ from sail.em.judges.rule import (
 )
 from sail.em.judges.score import JudgeScore
 from sail.em.questions import QuestionFileError, expand, load_chat_jsonl, load_questions
+
+from chat_server import ChatServer
 
 S = JudgeScore
 
@@ -235,52 +235,13 @@ def _completion(top):
     }
 
 
-class _Server:
-    """A scripted chat-completions endpoint: each POST pops the next (status, body) reply
-    (or, when ``replies`` is a function, gets it from the request body)."""
-
-    def __init__(self):
-        self.replies = []
-        self.requests = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length", 0))
-                request = json.loads(self.rfile.read(length))
-                outer.requests.append({"path": self.path, "headers": dict(self.headers), "body": request})
-                if callable(outer.replies):
-                    status, body = outer.replies(request)
-                else:
-                    status, body = outer.replies.pop(0)
-                data = json.dumps(body).encode() if not isinstance(body, bytes) else body
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
-
-
 @pytest.fixture
 def server(monkeypatch):
     for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("EM_JUDGE_KEY", KEY)
-    srv = _Server()
+    srv = ChatServer()
     yield srv
     srv.close()
 
