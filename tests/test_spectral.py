@@ -152,6 +152,35 @@ def test_split_map_equals_one_call_and_keeps_the_grad_mode():
         torch.set_num_threads(threads)
 
 
+def _svdvals_in_child(queue):
+    from sail.spectral.gram import split_map
+
+    torch.set_num_threads(2)
+    K = torch.eye(4).repeat(6, 1, 1)
+    queue.put(torch.cat(split_map(lambda lo, hi: [torch.linalg.svdvals(K[lo:hi])], len(K), K.device)).sum().item())
+
+
+def test_split_map_works_in_a_forked_child_of_a_process_that_used_it():
+    import multiprocessing
+
+    from sail.spectral.gram import split_map
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        split_map(lambda lo, hi: [lo], 4, torch.device("cpu"))  # the parent's pool exists now
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_svdvals_in_child, args=(queue,))
+        child.start()
+        child.join(60)
+        if child.is_alive():
+            child.kill()
+        assert child.exitcode == 0 and queue.get(timeout=5) == 24.0  # with the parent's dead pool it would hang
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_fresh_buffer_hands_a_mapping_out_again_only_once_its_views_are_gone(monkeypatch):
     from sail.spectral import memory
 

@@ -19,6 +19,7 @@ Gram gradients of one side into one buffer from :func:`sail.spectral.memory.fres
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -66,6 +67,7 @@ def one_thread(device: torch.device):
 
 
 _POOL: dict[int, ThreadPoolExecutor] = {}
+os.register_at_fork(after_in_child=_POOL.clear)  # a forked child has none of the parent's threads
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:

@@ -19,6 +19,7 @@ beyond that, a small one, or one on another device gets ``torch.empty``.
 from __future__ import annotations
 
 import mmap
+import os
 import sys
 import threading
 
@@ -31,6 +32,17 @@ POOL_SIZE = 2
 
 _lock = threading.Lock()
 _pool: dict[int, list[list]] = {}  # nbytes → slots [mapping]; a slot is the mapping's only holder
+
+
+def _after_fork_in_child() -> None:
+    """A fresh lock (another thread may have held the parent's at the fork) and an empty pool (the
+    child's copies of the mappings are its own; it starts its pool anew)."""
+    global _lock
+    _lock = threading.Lock()
+    _pool.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _in_use(slot: list) -> bool:
