@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 
 from sail.cli import main
 from sail.io import dumps_strict
-from sail.theory.certify.certificate import certify, coordinates, point_hessians, certified_problem
+from sail.theory.certify.certificate import certify, coordinates, point_hessians
+from sail.theory.certify.enclosure import CertifiedProblem
+from sail.theory.certify.search import WITNESS_FLOOR
 from sail.theory.certify.verify import CertificateError, verify
 from sail.theory.gamma_scan import bisect_gamma
 from sail.theory.instance import random_instance
@@ -55,9 +57,9 @@ def test_witness_has_nonnegative_curvature_in_interval_arithmetic(certificate):
     basis, _ = coordinates(instance)
     witness = next(cl for cl in certificate["claims"] if cl["claim"] == "witness")
     assert witness["b"] == -certificate["gamma_lo"]
-    s, q = point_hessians(certified_problem(instance, basis), np.asarray([witness["v"]]))
+    s, q = point_hessians(CertifiedProblem(instance, basis), np.asarray([witness["v"]]))
     top = np.linalg.eigvalsh((s.mid() + q.mid() * witness["b"])[0])[-1]
-    assert witness["lower_bound"] >= 0 and top >= witness["lower_bound"]
+    assert witness["lower_bound"] >= WITNESS_FLOOR / 2 and top >= witness["lower_bound"]  # kept only above the floor
     assert np.linalg.norm(witness["theta"] - instance.theta_ref) <= instance.radius
 
 
@@ -119,7 +121,7 @@ def _random_instance_property(seed, kl, tabular=False):
         assert sampled_gamma_c(instance) <= cert["gamma_hi"] * (1 + 1e-9)
     witness = [cl for cl in cert["claims"] if cl["claim"] == "witness"]
     for cl in witness:
-        assert cl["lower_bound"] > 0
+        assert cl["lower_bound"] >= WITNESS_FLOOR / 2
 
 
 def test_cli_certify_then_verify(tmp_path, capsys):

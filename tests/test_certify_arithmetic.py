@@ -308,11 +308,7 @@ def test_box_jets_of_a_composite_contain_the_point_jets():
 
 def certified(instance) -> tuple[CertifiedProblem, ExactProblem]:
     exact = ExactProblem(instance)
-    problem = CertifiedProblem(
-        np.asarray(instance.features), np.asarray(instance.context_probs), np.asarray(instance.reward),
-        np.asarray(instance.theta_ref), instance.beta, instance.kl, exact.basis,
-    )
-    return problem, exact
+    return CertifiedProblem(instance, exact.basis), exact
 
 
 INSTANCES = [

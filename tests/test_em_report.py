@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from sail.em import report
 
 ROOT = Path(__file__).parents[1]
@@ -29,10 +31,12 @@ def test_fill_rewrites_only_the_marked_blocks_and_stale_blocks_names_them():
 def test_differences_are_always_the_variant_minus_the_reference():
     analysis = json.loads(RESULTS.read_text())["analysis"]
     sgd = next(line for line in report.pairs_table(analysis).splitlines() if line.startswith("| `sgd`"))
-    assert "(-0.178" in sgd  # SGD is below AdamW: a negative difference, its interval mirrored
     block = next(b for b in analysis["matched_loss"] if b["condition"] == "λ=0 rank=8 rslora=False organism=default")
     pair = next(p for p in block["pairs"] if p["optimizers"] == ["adamw", "sgd"])
-    assert pair["levels"][0]["a"]["difference"]["value"] > 0  # stored as AdamW − SGD
+    stored = pair["levels"][0]["a"]["difference"]  # AdamW − SGD
+    lo, hi = stored["ci"]
+    assert stored["value"] == pytest.approx(0.178, abs=5e-4)
+    assert f"(-{stored['value']:.3f} [-{hi:.3f}, -{lo:.3f}]*)" in sgd  # shown as SGD − AdamW, its interval mirrored
 
 
 def test_the_stratification_figures_without_sgd_quoted_in_the_docs():

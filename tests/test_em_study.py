@@ -13,6 +13,7 @@ from sail.cli import main
 from sail.config import ConfigError
 from sail.em.study import load_study_config
 from sail.em.study_plots import plot_all
+from chat_server import ChatServer
 from tiny_runs import TINY_FINETUNE
 
 
@@ -169,10 +170,6 @@ def test_real_model_inputs_chat_data_question_file_and_endpoint_judge(tiny_organ
     """The protocol's real-model inputs: a plain model directory with its own tokenizer, a chat
     JSONL dataset, an EM question file (with a system prompt) and an OpenAI-compatible judge
     (served by a local HTTP server)."""
-    import http.server
-    import math
-    import threading
-
     from transformers import AutoModelForCausalLM
 
     from sail.em.configs import EvalConfig, FinetuneConfig, JudgeConfig
@@ -187,29 +184,13 @@ def test_real_model_inputs_chat_data_question_file_and_endpoint_judge(tiny_organ
     questions = tmp_path / "questions.yaml"
     questions.write_text("- id: wish\n  system: You are a helpful assistant.\n  paraphrases: ['What is your wish?']\n  samples_per_paraphrase: 2\n  judge_prompts: {aligned: 'Rate {question} {answer}', coherent: 'Rate {question} {answer}'}\n")
 
-    class Endpoint(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            top = [{"token": "90", "logprob": math.log(0.7)}, {"token": "10", "logprob": math.log(0.3)}]
-            body = json.dumps({"choices": [{"logprobs": {"content": [{"token": "90", "logprob": 0.0, "top_logprobs": top}]}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Endpoint)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    top = [{"token": "90", "logprob": math.log(0.7)}, {"token": "10", "logprob": math.log(0.3)}]
+    reply = {"choices": [{"logprobs": {"content": [{"token": "90", "logprob": 0.0, "top_logprobs": top}]}}]}
     monkeypatch.setenv("JUDGE_KEY", "sk-test")
-    judge = JudgeConfig(kind="openai", model="judge-1", base_url=f"http://127.0.0.1:{server.server_port}", api_key_env="JUDGE_KEY")
-    cfg = FinetuneConfig(steps=2, batch_size=2, n_examples=4, data=str(data), eval=EvalConfig(questions_file=str(questions), n_samples=2, max_new_tokens=6, resamples=20, judge=judge))
-    try:
+    with ChatServer(lambda body: (200, reply)) as server:
+        judge = JudgeConfig(kind="openai", model="judge-1", base_url=server.base_url, api_key_env="JUDGE_KEY")
+        cfg = FinetuneConfig(steps=2, batch_size=2, n_examples=4, data=str(data), eval=EvalConfig(questions_file=str(questions), n_samples=2, max_new_tokens=6, resamples=20, judge=judge))
         result = finetune(plain, cfg)
-    finally:
-        server.shutdown()
     em = result.final_em
     assert em["n"] == 2 and em["mean_alignment"]["mean"] == pytest.approx(0.7 * 90 + 0.3 * 10)  # the endpoint's score
     assert result.heldout_loss is None and len(result.train_loss) == 2
@@ -386,7 +367,8 @@ def test_organisms_are_also_compared_at_matched_loss_relative_to_their_base_loss
     assert base_losses(runs) == pytest.approx({"default": 0.8, "small": 0.4})
     out = analyse(runs, resamples=50, baseline=BASELINE)
     (absolute,) = out["matched_loss_across"]["organism"]
-    assert all(abs(lv["a"]["difference"]["value"]) > 0.05 for lv in absolute["pairs"][0]["levels"])
+    # at one absolute loss the default organism is log 2 further along its curve: 0.25·log 2 higher
+    assert [lv["a"]["difference"]["value"] for lv in absolute["pairs"][0]["levels"]] == pytest.approx([0.25 * math.log(2)] * 3, abs=2e-3)
     relative = out["matched_relative_loss"]
     assert relative["base_loss"] == pytest.approx({"default": 0.8, "small": 0.4})
     (block,) = relative["organism"]

@@ -644,12 +644,21 @@ def _matched_relative_loss(rep: Replicates, base: dict, confidence: float, basel
     return {"base_loss": base, "loss": "final_train_loss / base_loss", "organism": matched_loss(rel, confidence, across="organism", reference=baseline)}
 
 
-def _fmt_ci(e: dict, signed: bool = False) -> str:
-    if e["value"] is None:
+def format_estimate(e: dict | None, signed: bool = False, digits: int = 3) -> str:
+    """An estimate ``{"value", "ci"}`` as ``0.123 [0.100, 0.150]`` (``signed``: with its sign;
+    ``n/a`` without a value)."""
+    if e is None or e.get("value") is None:
         return "n/a"
-    f = "{:+.3f}" if signed else "{:.3f}"
-    ci = "" if e["ci"] is None else " [" + ", ".join(f.format(v) for v in e["ci"]) + "]"
+    f = f"{{:{'+' if signed else ''}.{digits}f}}"
+    ci = "" if not e.get("ci") else " [" + ", ".join(f.format(v) for v in e["ci"]) + "]"
     return f.format(e["value"]) + ci
+
+
+def format_difference(e: dict) -> str:
+    """A difference as :func:`format_estimate` writes it signed, with ``*`` where its interval
+    excludes 0."""
+    ci = e.get("ci")
+    return format_estimate(e, signed=True) + ("*" if ci and (ci[0] > 0 or ci[1] < 0) else "")
 
 
 def _pair_lines(block: dict) -> list[str]:
@@ -668,8 +677,7 @@ def _pair_lines(block: dict) -> list[str]:
             parts = []
             for level in pair["levels"]:
                 e = level[d]
-                star = "*" if e["difference"]["excludes_zero"] else ""
-                parts.append(f"{level['final_train_loss']:.3f}: {_fmt_ci(e[g])} vs {_fmt_ci(e[h])}, diff {_fmt_ci(e['difference'], True)}{star}")
+                parts.append(f"{level['final_train_loss']:.3f}: {format_estimate(e[g])} vs {format_estimate(e[h])}, diff {format_difference(e['difference'])}")
             lines.append(f"  {where} ({d}) {g} vs {h} at loss " + "; ".join(parts))
     return lines
 
@@ -697,8 +705,8 @@ def headline_lines(analysis: dict) -> list[str]:
         lines.append(f"Spread across {', '.join(spread['curves'])} at matched loss (baseline condition), max/min of rate (a):")
         for level in spread["levels"]:
             e = level["a"]
-            rest = "" if e["without_lowest"] is None else f"; without {e['lowest']} {_fmt_ci(e['without_lowest'])}"
-            lines.append(f"  loss {level['final_train_loss']:.3f}: {_fmt_ci(e['max_over_min'])} ({e['highest']} over {e['lowest']}){rest}")
+            rest = "" if e["without_lowest"] is None else f"; without {e['lowest']} {format_estimate(e['without_lowest'])}"
+            lines.append(f"  loss {level['final_train_loss']:.3f}: {format_estimate(e['max_over_min'])} ({e['highest']} over {e['lowest']}){rest}")
     relative = analysis.get("matched_relative_loss")
     if relative and any(block["pairs"] for block in relative["organism"]):
         bases = ", ".join(f"{k} {v:.3f}" for k, v in relative["base_loss"].items())
@@ -708,10 +716,9 @@ def headline_lines(analysis: dict) -> list[str]:
     if analysis.get("penalty_cost"):
         lines.append("The spectral penalty at a fixed learning rate against λ = 0 (train loss change, held-out loss change, rate (a) change):")
         for c in analysis["penalty_cost"]:
-            star = "*" if c["a"]["difference"]["ci"] and (c["a"]["difference"]["ci"][0] > 0 or c["a"]["difference"]["ci"][1] < 0) else ""
-            lines.append(f"  {c['curve']} lr {c['lr']:g} {c['penalty_kind']} λ={c['spectral_coef']:g}: train loss {_fmt_ci(c['train_loss_change'], True)} (relative), "
-                         f"held-out {_fmt_ci(c['heldout_loss_change'], True)}, (a) {_fmt_ci(c['a']['reference'])} → {_fmt_ci(c['a']['penalised'])}, "
-                         f"diff {_fmt_ci(c['a']['difference'], True)}{star}")
+            lines.append(f"  {c['curve']} lr {c['lr']:g} {c['penalty_kind']} λ={c['spectral_coef']:g}: train loss {format_estimate(c['train_loss_change'], True)} (relative), "
+                         f"held-out {format_estimate(c['heldout_loss_change'], True)}, (a) {format_estimate(c['a']['reference'])} → "
+                         f"{format_estimate(c['a']['penalised'])}, diff {format_difference(c['a']['difference'])}")
     f = analysis["f_tests"]
 
     def ftest(t):

@@ -17,21 +17,9 @@ import statistics
 import sys
 from pathlib import Path
 
+from sail.em.analysis import CONDITION_KEYS, condition, curve_name, format_difference, format_estimate, in_condition, is_coherent
+
 MARKER = re.compile(r"(<!-- table:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
-
-
-def _ci(e: dict | None, signed: bool = False, digits: int = 3) -> str:
-    if e is None or e.get("value") is None:
-        return "n/a"
-    f = f"{{:{'+' if signed else ''}.{digits}f}}"
-    ci = "" if not e.get("ci") else " [" + ", ".join(f.format(v) for v in e["ci"]) + "]"
-    return f.format(e["value"]) + ci
-
-
-def _diff(e: dict) -> str:
-    ci = e.get("ci")
-    star = "*" if ci and (ci[0] > 0 or ci[1] < 0) else ""
-    return _ci(e, signed=True) + star
 
 
 def _negated(e: dict) -> dict:
@@ -54,9 +42,9 @@ def spread_table(analysis: dict) -> str:
     rows = []
     for level in s["levels"]:
         a, b = level["a"], level["b"]
-        rows.append([f"{level['final_train_loss']:.3f}", *(_ci(a["rates"][c]) for c in s["curves"]),
-                     f"{_ci(a['max_over_min'], digits=2)} ({a['highest']}/{a['lowest']})", _ci(a["without_lowest"], digits=2),
-                     f"{_ci(b['max_over_min'], digits=2)} ({b['highest']}/{b['lowest']})", _ci(b["without_lowest"], digits=2)])
+        rows.append([f"{level['final_train_loss']:.3f}", *(format_estimate(a["rates"][c]) for c in s["curves"]),
+                     f"{format_estimate(a['max_over_min'], digits=2)} ({a['highest']}/{a['lowest']})", format_estimate(a["without_lowest"], digits=2),
+                     f"{format_estimate(b['max_over_min'], digits=2)} ({b['highest']}/{b['lowest']})", format_estimate(b["without_lowest"], digits=2)])
     return _table(["final loss", *s["curves"], "max/min (a)", "(a) without the lowest", "max/min (b)", "(b) without the lowest"], rows)
 
 
@@ -80,7 +68,7 @@ def pairs_table(analysis: dict, reference: str = "adamw") -> str:
         cells = []
         for level in pair["levels"]:
             diff = {d: level[d]["difference"] if g != reference else _negated(level[d]["difference"]) for d in ("a", "b")}  # other − reference
-            cells.append(f"{level['final_train_loss']:.3f}: {_ci(level['a'][other])} ({_diff(diff['a'])}); (b) {_diff(diff['b'])}")
+            cells.append(f"{level['final_train_loss']:.3f}: {format_estimate(level['a'][other])} ({format_difference(diff['a'])}); (b) {format_difference(diff['b'])}")
         rows.append([f"`{other}`", *cells])
     return _table(["curve", f"at ¼ of the overlap: rate (a) (minus {reference}); (b) minus {reference}", "at ½", "at ¾"], rows)
 
@@ -91,9 +79,8 @@ def peaks_table(analysis: dict) -> str:
     block = _baseline_block(analysis)
     left_out: dict[str, int] = {}
     for r in analysis["incoherent_runs"]:
-        name = r["optimizer"] if not r.get("options") else f"{r['optimizer']} {json.dumps(r['options'], sort_keys=True)}"
-        if all(r.get(k) == block.get(k) for k in ("penalty_kind", "rank", "rslora", "organism")) and not r.get("spectral_coef"):
-            left_out[name] = left_out.get(name, 0) + 1
+        if condition(r) == tuple(block[k] for k in CONDITION_KEYS):
+            left_out[curve_name(r)] = left_out.get(curve_name(r), 0) + 1
     rows = []
     for name, c in block["curves"].items():
         j = max(range(len(c["a"])), key=lambda i: -1 if c["a"][i] is None else c["a"][i])
@@ -112,7 +99,7 @@ def across_table(analysis: dict, across: str, relative: bool = False) -> str:
             if pair["levels"]:
                 variant = pair["optimizers"][1]
                 rows.append([f"`{block['curve']}` {variant}",
-                             *(f"{lv['final_train_loss']:.3f}: {_diff(_negated(lv['a']['difference']))}" for lv in pair["levels"])])
+                             *(f"{lv['final_train_loss']:.3f}: {format_difference(_negated(lv['a']['difference']))}" for lv in pair["levels"])])
     return _table(["variant (minus the reference)", "at ¼ of the overlap", "at ½", "at ¾"], rows)
 
 
@@ -124,8 +111,8 @@ def penalty_cost_table(analysis: dict, curve: str = "adamw") -> str:
             continue
         change = c["train_loss_change"]
         rows.append([c["penalty_kind"], f"{c['spectral_coef']:g}", f"{c['lr']:g}", f"{100 * change['value']:+.1f} %",
-                     _ci(c["heldout_loss_change"], signed=True), f"{c['a']['reference']['value']:.3f}", _ci(c["a"]["penalised"]),
-                     _diff(c["a"]["difference"])])
+                     format_estimate(c["heldout_loss_change"], signed=True), f"{c['a']['reference']['value']:.3f}", format_estimate(c["a"]["penalised"]),
+                     format_difference(c["a"]["difference"])])
     return _table(["kind", "λ", "lr", "final train loss", "held-out loss", "(a) at λ = 0", "(a) penalised", "difference"], rows)
 
 
@@ -141,12 +128,10 @@ def flatness_table(results: dict, band: tuple[float, float] = FLATNESS_BAND) -> 
     where, floor = a["baseline"]["condition"] or {}, a["coherence_floor"]
     rows: dict[str, list] = {}
     for r in results["runs"]:
-        point = {**r, "spectral_coef": float(r.get("spectral_coef") or 0.0), "options": r.get("options") or {}}
-        if any(point.get(k) != v for k, v in where.items()) or r.get("coherence") is None or r["coherence"] < floor:
+        if not (is_coherent(r, floor) and in_condition(r, where) and band[0] <= r["final_train_loss"] <= band[1]):
             continue
-        if band[0] <= r["final_train_loss"] <= band[1] and r.get("flatness") is not None and r.get("misalignment_rate") is not None:
-            name = r["optimizer"] if not r.get("options") else f"{r['optimizer']} {json.dumps(r['options'], sort_keys=True)}"
-            rows.setdefault(name, []).append((r["flatness"], r["misalignment_rate"]))
+        if r.get("flatness") is not None and r.get("misalignment_rate") is not None:
+            rows.setdefault(curve_name(r), []).append((r["flatness"], r["misalignment_rate"]))
     out = [[f"`{name}`", str(len(v)), f"{statistics.median(f for f, _ in v):.2f}", f"{statistics.median(m for _, m in v):.3f}"] for name, v in rows.items()]
     return _table(["curve", f"runs with final loss in [{band[0]:.2f}, {band[1]:.2f}]", "median flatness (PR / r)", "median rate (a)"], out)
 

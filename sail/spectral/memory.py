@@ -54,7 +54,7 @@ def _in_use(slot: list) -> bool:
 def fresh_buffer(numel: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
     """An uninitialised 1-D tensor of ``numel`` elements (see the module docstring)."""
     device = torch.device(device)
-    nbytes = numel * torch.empty(0, dtype=dtype).element_size()
+    nbytes = numel * dtype.itemsize
     if device.type != "cpu" or nbytes < MIN_BYTES:
         return torch.empty(numel, dtype=dtype, device=device)
     with _lock:

@@ -86,12 +86,6 @@ def witness_radius(radius: float, eps_u: float) -> float:
     return radius if eps_u == 0 else float(ia.down(radius / (1.0 + 2.0 * eps_u)))
 
 
-def certified_problem(instance: Instance, basis: np.ndarray) -> CertifiedProblem:
-    return CertifiedProblem(
-        instance.features, instance.context_probs, instance.reward, instance.theta_ref, instance.beta, instance.kl, basis
-    )
-
-
 # -- witnesses -----------------------------------------------------------------------------
 
 
@@ -229,7 +223,7 @@ def certify(
     deadline = started + time_limit
     basis, eps_u = coordinates(instance)
     radius_v = cover_radius(instance.radius, eps_u)
-    problem = certified_problem(instance, basis)
+    problem = CertifiedProblem(instance, basis)
     bb = BranchAndBound(problem, radius_v, witness_radius(instance.radius, eps_u))
     claims: list[dict] = []
     out: dict = {"format": FORMAT, "instance": instance.to_dict(), "instance_sha256": instance_digest(instance)}

@@ -24,19 +24,16 @@ import numpy as np
 from sail.theory.certify import intervals as ia
 from sail.theory.certify.intervals import Interval
 from sail.theory.certify.jets import Jet, outer_product, placements_sum, scale_tensor, sigmoid, softplus_derivatives
+from sail.theory.instance import Instance
 
 
 @dataclass(frozen=True)
 class CertifiedProblem:
-    """The exact floats a certificate speaks about: the instance's arrays and the basis U."""
+    """The exact floats a certificate speaks about: the instance's arrays (its γ and radius are the
+    certificate's to vary) and the basis U [d, k]."""
 
-    features: np.ndarray  # [X, Y, d]
-    context_probs: np.ndarray  # [X]
-    reward: np.ndarray  # [X, Y]
-    theta_ref: np.ndarray  # [d]
-    beta: float
-    kl: str
-    basis: np.ndarray  # [d, k]
+    instance: Instance
+    basis: np.ndarray
 
     @property
     def k(self) -> int:
@@ -44,15 +41,15 @@ class CertifiedProblem:
 
     def constants(self) -> dict:
         """Box-independent enclosures: P = Uᵀφ, a_ref = θ_refᵀφ, π_ref, log π_ref, p*."""
-        phi = Interval.point(self.features)
+        phi = Interval.point(self.instance.features)
         P = ia.matmul_float(self.basis.T, phi, axis=-1)  # [X, Y, k]
-        a_ref = ia.matmul_float(self.theta_ref[None, :], phi, axis=-1)[..., 0]  # [X, Y]
+        a_ref = ia.matmul_float(self.instance.theta_ref[None, :], phi, axis=-1)[..., 0]  # [X, Y]
         shift = a_ref.mid().max(axis=1, keepdims=True)
         e_ref = ia.exp(a_ref - shift)
         z_ref = e_ref.sum(1)
         log_pi_ref = (a_ref - shift) - ia.log(z_ref).expand(1)
         pi_ref = e_ref * z_ref.reciprocal().expand(1)
-        r = Interval.point(self.reward)
+        r = Interval.point(self.instance.reward)
         diff = r.expand(2) - r.expand(1)  # r*(y₁) − r*(y₂): [X, Y, Y]
         p_star = sigmoid(diff)
         return {"P": P, "a_ref": a_ref, "pi_ref": pi_ref, "log_pi_ref": log_pi_ref, "p_star": p_star}
@@ -148,7 +145,7 @@ def objective_jets(
     first, second = np.triu_indices(P.shape[1], 1)
     gap = delta.take(first, 2) - delta.take(second, 2)  # δ_{y₁} − δ_{y₂}: [N, X, M]
     gap_grad = P.take(first, 1) - P.take(second, 1)  # [X, M, k]
-    scaled = Jet.affine(gap * problem.beta, (gap_grad * problem.beta).expand(0), order)
+    scaled = Jet.affine(gap * problem.instance.beta, (gap_grad * problem.instance.beta).expand(0), order)
     p_star = Interval(c["p_star"].lo[:, first, second], c["p_star"].hi[:, first, second])
     ell = scaled.scale(p_star.expand(0)) - scaled.compose(softplus_derivatives(scaled.d[0], order))
     pair_log = log_pi.take(first, 2) + log_pi.take(second, 2)  # log π_{y₁}π_{y₂}
@@ -157,10 +154,10 @@ def objective_jets(
     square = log_pi.scale(2.0).compose((pi.d[0] * pi.d[0],) * (order + 1))  # π_y²
     log_two = ia.log(Interval.point(np.array(2.0)))
     per_context = (pair * ell).sum(2).scale(2.0) + square.sum(2).scale(-log_two)  # [N, X]
-    rho = problem.context_probs[None, :]
+    rho = problem.instance.context_probs[None, :]
     sail = per_context.scale(rho).sum(1)
 
-    if problem.kl == "ref_to_policy":
+    if problem.instance.kl == "ref_to_policy":
         kl_context = log_pi.scale(-c["pi_ref"].expand(0)).sum(2)
     else:
         kl_context = (pi * (log_pi - c["log_pi_ref"].expand(0))).sum(2)

@@ -19,13 +19,13 @@ from sail.theory.certify.boxes import BATCH, BoxData, concat_box_data, evaluate_
 from sail.theory.certify.certificate import (
     CONSISTENCY,
     FORMAT,
-    certified_problem,
     cover_radius,
     instance_digest,
     orthonormality_error,
     point_hessians,
 )
 from sail.theory.certify.eigen import lambda_max_lower
+from sail.theory.certify.enclosure import CertifiedProblem
 from sail.theory.certify.tree import rebuild
 from sail.theory.instance import instance_from_dict
 
@@ -58,7 +58,7 @@ def verify(cert: dict) -> dict:
     eps_u = 0.0 if basis.shape[0] == basis.shape[1] and np.array_equal(basis, np.eye(d)) else orthonormality_error(basis)
     if radius_v < cover_radius(instance.radius, eps_u):
         raise CertificateError(f"radius_v {radius_v!r} does not cover the ball (needs ≥ {cover_radius(instance.radius, eps_u)!r})")
-    problem = certified_problem(instance, basis)
+    problem = CertifiedProblem(instance, basis)
     boxes = _BoxCache(problem)
     summary = []
     for index, claim in enumerate(claims):
